@@ -1,0 +1,253 @@
+"""Building blocks shared by the DeepLab backbones and heads.
+
+Everything here follows DeepLab's TF1 graph (see docs/deeplab-port.md):
+
+* layer names are DeepLab's variable scopes with ``/`` written as ``.``
+  (Keras 3 forbids ``/`` in layer names); ``core.checkpoints`` maps them back;
+* a convolution followed by batch norm has no bias, and its batch norm is a
+  separate layer named ``<conv>.BatchNorm``;
+* strided convolutions with kernel > 1 pad explicitly and symmetrically, then
+  run VALID (``fixed_padding``); everything else uses SAME;
+* every resize is bilinear with ``align_corners=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+
+def keras_name(scope: str) -> str:
+    """Keras layer name for a DeepLab variable scope (``a/b/c`` -> ``a.b.c``)."""
+    return scope.replace("/", ".")
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchNormConfig:
+    """Batch-norm settings of one part of the network (DeepLab's values differ by part)."""
+
+    epsilon: float
+    decay: float
+    synchronized: bool = False
+
+    def layer(self, scope: str) -> keras.layers.BatchNormalization:
+        return keras.layers.BatchNormalization(
+            momentum=self.decay,
+            epsilon=self.epsilon,
+            synchronized=self.synchronized,
+            name=keras_name(scope + "/BatchNorm"),
+        )
+
+
+def fixed_padding(x, kernel_size: int, rate: int, scope: str):
+    """Pads like DeepLab's ``fixed_padding``: total = k_eff - 1, begin = total // 2.
+
+    k_eff = kernel_size + (kernel_size - 1) * (rate - 1). Used before every
+    strided convolution whose kernel is larger than one, which then runs VALID.
+    """
+    kernel_effective = kernel_size + (kernel_size - 1) * (rate - 1)
+    total = kernel_effective - 1
+    begin = total // 2
+    end = total - begin
+    return keras.layers.ZeroPadding2D(
+        ((begin, end), (begin, end)), name=keras_name(scope + "/pad")
+    )(x)
+
+
+def _activation(x, activation: str | None, scope: str):
+    if activation is None:
+        return x
+    if activation == "relu":
+        return keras.layers.ReLU(name=keras_name(scope + "/relu"))(x)
+    if activation == "relu6":
+        return keras.layers.ReLU(max_value=6.0, name=keras_name(scope + "/relu6"))(x)
+    raise ValueError(f"unknown activation {activation!r} at {scope}")
+
+
+def conv_bn(
+    x,
+    filters: int,
+    kernel_size: int,
+    scope: str,
+    bn: BatchNormConfig,
+    *,
+    stride: int = 1,
+    rate: int = 1,
+    activation: str | None = "relu",
+    explicit_padding: bool = True,
+    kernel_initializer="glorot_uniform",
+):
+    """Conv2D (no bias) + BatchNorm + activation, as ``slim.conv2d`` with a normalizer.
+
+    With ``explicit_padding`` and stride > 1 and kernel > 1 the input is padded
+    by ``fixed_padding`` and the convolution runs VALID (DeepLab's
+    ``conv2d_same``); otherwise SAME.
+    """
+    padding = "same"
+    if explicit_padding and stride > 1 and kernel_size > 1:
+        x = fixed_padding(x, kernel_size, rate, scope)
+        padding = "valid"
+    x = keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=stride,
+        dilation_rate=rate,
+        padding=padding,
+        use_bias=False,
+        kernel_initializer=kernel_initializer,
+        name=keras_name(scope),
+    )(x)
+    x = bn.layer(scope)(x)
+    return _activation(x, activation, scope)
+
+
+def depthwise_bn(
+    x,
+    kernel_size: int,
+    scope: str,
+    bn: BatchNormConfig,
+    *,
+    stride: int = 1,
+    rate: int = 1,
+    activation: str | None = "relu",
+    explicit_padding: bool = True,
+    kernel_initializer="glorot_uniform",
+):
+    """DepthwiseConv2D (multiplier 1, no bias) + BatchNorm + activation.
+
+    Padding rule as in ``conv_bn``. The kernel is DeepLab's ``depthwise_weights``.
+    """
+    padding = "same"
+    if explicit_padding and stride > 1 and kernel_size > 1:
+        x = fixed_padding(x, kernel_size, rate, scope)
+        padding = "valid"
+    x = keras.layers.DepthwiseConv2D(
+        kernel_size,
+        strides=stride,
+        dilation_rate=rate,
+        padding=padding,
+        use_bias=False,
+        depthwise_initializer=kernel_initializer,
+        name=keras_name(scope),
+    )(x)
+    x = bn.layer(scope)(x)
+    return _activation(x, activation, scope)
+
+
+def split_separable_conv_bn(
+    x,
+    filters: int,
+    scope: str,
+    bn: BatchNormConfig,
+    *,
+    rate: int = 1,
+    stride: int = 1,
+    activation: str | None = "relu",
+    explicit_padding: bool = True,
+    depthwise_initializer="glorot_uniform",
+    pointwise_initializer="glorot_uniform",
+):
+    """DeepLab's split separable conv: ``<scope>_depthwise`` (3x3, BN, act) then
+    ``<scope>_pointwise`` (1x1, BN, act). Keras's SeparableConv2D cannot express
+    the batch norm between the halves."""
+    x = depthwise_bn(
+        x,
+        3,
+        scope + "_depthwise",
+        bn,
+        stride=stride,
+        rate=rate,
+        activation=activation,
+        explicit_padding=explicit_padding,
+        kernel_initializer=depthwise_initializer,
+    )
+    return conv_bn(
+        x,
+        filters,
+        1,
+        scope + "_pointwise",
+        bn,
+        activation=activation,
+        kernel_initializer=pointwise_initializer,
+    )
+
+
+def resize_bilinear_align_corners(images, size):
+    """Bilinear resize with align_corners=True, half_pixel_centers=False.
+
+    This is TF1's ``tf.image.resize_bilinear(..., align_corners=True)``, which
+    DeepLab uses for every resize; ``keras.ops.image.resize`` has no such mode.
+    Computed in float32 and cast back to the input dtype.
+    """
+    resized = tf.raw_ops.ResizeBilinear(
+        images=tf.cast(images, tf.float32),
+        size=tf.cast(size, tf.int32),
+        align_corners=True,
+        half_pixel_centers=False,
+    )
+    return tf.cast(resized, images.dtype)
+
+
+def resize_nearest_align_corners(images, size):
+    """Nearest-neighbour resize with align_corners=True (for labels and masks)."""
+    return tf.raw_ops.ResizeNearestNeighbor(
+        images=images,
+        size=tf.cast(size, tf.int32),
+        align_corners=True,
+        half_pixel_centers=False,
+    )
+
+
+class ResizeBilinearLike(keras.layers.Layer):
+    """Resizes ``x`` to the spatial size of ``reference`` (bilinear, align corners)."""
+
+    def call(self, x, reference):
+        return resize_bilinear_align_corners(x, tf.shape(reference)[1:3])
+
+    def compute_output_shape(self, x_shape, reference_shape):
+        return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
+
+
+class SpatialMean(keras.layers.Layer):
+    """Mean over the spatial axes, keeping them (``[N, 1, 1, C]``)."""
+
+    def call(self, x):
+        return tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 1, 1, input_shape[3])
+
+
+class AtrousSchedule:
+    """DeepLab's output-stride rule, shared by all backbones.
+
+    Units are visited in order with their nominal stride. Until the running
+    stride reaches ``output_stride`` a unit keeps its stride and runs at rate 1.
+    Once it is reached, a unit loses its stride, runs at the current rate, and
+    the rate is multiplied by the stride it lost for the units after it.
+    """
+
+    def __init__(self, output_stride: int, initial_stride: int = 1):
+        self.output_stride = output_stride
+        self.current_stride = initial_stride
+        self.rate = 1
+
+    def next_unit(self, stride: int) -> tuple[int, int]:
+        """Returns (stride, rate) to use for a unit of nominal ``stride``."""
+        if self.current_stride > self.output_stride:
+            raise ValueError(f"output stride {self.output_stride} cannot be reached")
+        if self.current_stride == self.output_stride:
+            rate = self.rate
+            self.rate *= stride
+            return 1, rate
+        self.current_stride *= stride
+        return stride, 1
+
+    def check_reached(self):
+        if self.current_stride != self.output_stride:
+            raise ValueError(
+                f"output stride {self.output_stride} cannot be reached "
+                f"(the network's nominal stride is {self.current_stride})"
+            )
