@@ -12,7 +12,7 @@ from datasets import build_folder
 from datasets import conversion
 from datasets import make_splits
 from datasets import records
-from datasets import synthetic
+from datasets import fake_sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,10 +27,10 @@ def run_script(script, *args):
 
 
 def test_build_folder_cli_bad_input_then_success(tmp_path):
-  tree = synthetic.write_folder_tree(str(tmp_path / "src"), num_images=8)
+  tree = fake_sources.write_folder_tree(str(tmp_path / "src"), num_images=8)
   bad_mask = tree.images["img_002"].mask.copy()
   bad_mask[0, 0] = 77
-  synthetic.save_png(tree.images["img_002"].mask_path, bad_mask)
+  fake_sources.save_png(tree.images["img_002"].mask_path, bad_mask)
   out = str(tmp_path / "records")
   args = [f"--image_dir={tree.image_dir}", f"--label_dir={tree.label_dir}",
           f"--list_file={tree.list_file}", "--split_name=train",
@@ -107,7 +107,7 @@ def test_sampling_greedy_fallback_and_impossible_coverage():
 
 
 def test_make_splits_from_records_and_from_masks_agree(tmp_path):
-  tree = synthetic.write_folder_tree(str(tmp_path / "src"), num_images=12)
+  tree = fake_sources.write_folder_tree(str(tmp_path / "src"), num_images=12)
   out = str(tmp_path / "records")
   build_folder.convert_folder(
       image_dir=tree.image_dir, label_dir=tree.label_dir,
@@ -134,7 +134,7 @@ def test_make_splits_from_records_and_from_masks_agree(tmp_path):
 
 
 def test_make_splits_cli(tmp_path):
-  tree = synthetic.write_folder_tree(str(tmp_path / "src"), num_images=6)
+  tree = fake_sources.write_folder_tree(str(tmp_path / "src"), num_images=6)
   labeled = tmp_path / "l.txt"
   result = run_script("make_splits.py", f"--list_file={tree.list_file}",
                       f"--label_dir={tree.label_dir}", "--ignore_label=5",

@@ -1,7 +1,7 @@
 """Converters: VOC + SBD, COCO and folders to TFRecords, read back and compared.
 
 Every test builds a tiny dataset in the real on-disk format under tmp_path
-(datasets/synthetic.py), converts it, reads the records with plain protobuf +
+(datasets/fake_sources.py), converts it, reads the records with plain protobuf +
 Pillow (not the project's reader) and compares every image and mask with the
 source files.
 """
@@ -23,7 +23,7 @@ from datasets import build_voc
 from datasets import conversion
 from datasets import dataset_info
 from datasets import records
-from datasets import synthetic
+from datasets import fake_sources
 from datasets.image_io import BadInputError
 
 
@@ -76,7 +76,7 @@ def assert_matches_sources(split_records, sources, ids, class_labels=False):
 
 
 def test_voc_and_sbd_splits_match_sources(tmp_path):
-  tree = synthetic.write_voc_tree(str(tmp_path / "src"))
+  tree = fake_sources.write_voc_tree(str(tmp_path / "src"))
   out = str(tmp_path / "records")
   results = build_voc.convert_voc(tree.voc_root, out, sbd_root=tree.sbd_root,
                                   num_shards=2, class_labels="mask")
@@ -98,7 +98,7 @@ def test_voc_and_sbd_splits_match_sources(tmp_path):
 
 
 def test_voc_mask_keeps_palette_indices_and_255(tmp_path):
-  tree = synthetic.write_voc_tree(str(tmp_path / "src"))
+  tree = fake_sources.write_voc_tree(str(tmp_path / "src"))
   out = str(tmp_path / "records")
   build_voc.convert_voc(tree.voc_root, out, splits=["train"])
   mask = read_split(out, "train")["2007_000001"]["mask"]
@@ -108,7 +108,7 @@ def test_voc_mask_keeps_palette_indices_and_255(tmp_path):
 
 
 def test_voc_split_lists_in_published_formats(tmp_path):
-  tree = synthetic.write_voc_tree(str(tmp_path / "src"))
+  tree = fake_sources.write_voc_tree(str(tmp_path / "src"))
   plain = tmp_path / "16_clean_3.txt"
   plain.write_text("2007_000002\n\n2008_000001\n")
   unimatch = tmp_path / "labeled.txt"
@@ -128,7 +128,7 @@ def test_voc_split_lists_in_published_formats(tmp_path):
 
 
 def test_voc_annotation_labels_come_from_the_xml(tmp_path):
-  tree = synthetic.write_voc_tree(str(tmp_path / "src"))
+  tree = fake_sources.write_voc_tree(str(tmp_path / "src"))
   xml = os.path.join(tree.voc_root, "Annotations", "2007_000001.xml")
   text = open(xml).read()
   names = sorted(set(dataset_info.VOC_CLASS_NAMES[1:]) - {
@@ -146,13 +146,13 @@ def test_voc_annotation_labels_come_from_the_xml(tmp_path):
 
 
 def test_voc_train_aug_needs_sbd(tmp_path):
-  tree = synthetic.write_voc_tree(str(tmp_path / "src"))
+  tree = fake_sources.write_voc_tree(str(tmp_path / "src"))
   with pytest.raises(ValueError, match="train_aug needs --sbd_root"):
     build_voc.convert_voc(tree.voc_root, str(tmp_path / "out"))
 
 
 def test_sbd_mat_without_segmentation_is_bad_input(tmp_path):
-  tree = synthetic.write_voc_tree(str(tmp_path / "src"))
+  tree = fake_sources.write_voc_tree(str(tmp_path / "src"))
   import scipy.io  # pylint: disable=g-import-not-at-top
   bad = os.path.join(tree.sbd_root, "cls", "2008_000001.mat")
   scipy.io.savemat(bad, {"GTcls": {"Boundaries": np.zeros(3)}})
@@ -162,7 +162,7 @@ def test_sbd_mat_without_segmentation_is_bad_input(tmp_path):
 
 
 def test_coco_semantic_masks(tmp_path):
-  tree = synthetic.write_coco_tree(str(tmp_path / "coco"))
+  tree = fake_sources.write_coco_tree(str(tmp_path / "coco"))
   listed = tmp_path / "512_all.txt"
   listed.write_text(f"train2017/{tree.train_ids[1]}\n"
                     f"train2017/{tree.train_ids[3]}\n")
@@ -190,7 +190,7 @@ def test_coco_semantic_masks(tmp_path):
 
 
 def test_coco_unknown_list_id(tmp_path):
-  tree = synthetic.write_coco_tree(str(tmp_path / "coco"))
+  tree = fake_sources.write_coco_tree(str(tmp_path / "coco"))
   listed = tmp_path / "list.txt"
   listed.write_text("train2017/000000999999\n")
   with pytest.raises(BadInputError, match="000000999999"):
@@ -199,9 +199,9 @@ def test_coco_unknown_list_id(tmp_path):
 
 
 def test_coco_image_size_differs_from_json(tmp_path):
-  tree = synthetic.write_coco_tree(str(tmp_path / "coco"))
+  tree = fake_sources.write_coco_tree(str(tmp_path / "coco"))
   path = tree.images[tree.val_ids[0]].image_path
-  synthetic.save_jpeg(path, np.zeros((5, 5, 3), np.uint8))
+  fake_sources.save_jpeg(path, np.zeros((5, 5, 3), np.uint8))
   with pytest.raises(BadInputError, match="says"):
     build_coco.convert_coco(tree.root, str(tmp_path / "out"), splits=["val"])
 
@@ -214,7 +214,7 @@ def _convert_folder(tree, out, **kwargs):
 
 
 def test_folder_dataset_and_its_info_json(tmp_path):
-  tree = synthetic.write_folder_tree(str(tmp_path / "src"))
+  tree = fake_sources.write_folder_tree(str(tmp_path / "src"))
   out = str(tmp_path / "records")
   _convert_folder(tree, out, dataset_name="toy",
                   class_names=["a", "b", "c", "d", "e"], num_shards=4)
@@ -237,7 +237,7 @@ def test_folder_dataset_and_its_info_json(tmp_path):
 
 
 def test_folder_without_labels_writes_no_masks(tmp_path):
-  tree = synthetic.write_folder_tree(str(tmp_path / "src"), num_images=3)
+  tree = fake_sources.write_folder_tree(str(tmp_path / "src"), num_images=3)
   out = str(tmp_path / "records")
   build_folder.convert_folder(image_dir=tree.image_dir, output_dir=out,
                               split_name="unlabeled", num_classes=5,
@@ -260,7 +260,7 @@ def _corrupt_image(tree):
 
 def _size_mismatch(tree):
   path = tree.images["img_002"].mask_path
-  synthetic.save_png(path, np.zeros((7, 9), np.uint8))
+  fake_sources.save_png(path, np.zeros((7, 9), np.uint8))
   return path, "mask is 7x9"
 
 
@@ -268,7 +268,7 @@ def _bad_label_value(tree):
   path = tree.images["img_003"].mask_path
   mask = tree.images["img_003"].mask.copy()
   mask[3, 4], mask[5, 6] = 9, 200
-  synthetic.save_png(path, mask)
+  fake_sources.save_png(path, mask)
   return path, r"label values \[9, 200\] are neither classes 0..4 nor the " \
       "ignore label 5"
 
@@ -287,7 +287,7 @@ def _missing_mask(tree):
 
 def _rgb_mask(tree):
   path = tree.images["img_000"].mask_path
-  synthetic.save_png(path, np.zeros((20, 30, 3), np.uint8))
+  fake_sources.save_png(path, np.zeros((20, 30, 3), np.uint8))
   return path, "single-channel"
 
 
@@ -297,7 +297,7 @@ BAD_INPUTS = [_corrupt_image, _size_mismatch, _bad_label_value, _missing_image,
 
 @pytest.mark.parametrize("make_bad", BAD_INPUTS, ids=lambda f: f.__name__)
 def test_bad_input_stops_or_is_skipped(tmp_path, make_bad):
-  tree = synthetic.write_folder_tree(str(tmp_path / "src"))
+  tree = fake_sources.write_folder_tree(str(tmp_path / "src"))
   out = str(tmp_path / "records")
   path, problem = make_bad(tree)
   with pytest.raises(BadInputError, match=problem) as error:
@@ -317,7 +317,7 @@ def test_bad_input_stops_or_is_skipped(tmp_path, make_bad):
 
 
 def test_rerun_replaces_and_failure_keeps_previous(tmp_path):
-  tree = synthetic.write_folder_tree(str(tmp_path / "src"))
+  tree = fake_sources.write_folder_tree(str(tmp_path / "src"))
   out = str(tmp_path / "records")
   _convert_folder(tree, out, num_shards=4)
   before = sorted(os.listdir(out))

@@ -1,4 +1,4 @@
-"""Tiny synthetic datasets in the real on-disk formats (tests, benchmarks).
+"""Tiny fake datasets in the real on-disk formats (tests, benchmarks).
 
 Writes VOC 2012 (+ SBD), COCO 2017 and image-folder trees with random images
 and block-structured masks, and returns what each file holds so callers can
