@@ -152,16 +152,29 @@ def _decoder(features, low_level, bn):
     return x
 
 
-def _classification_head(features, num_classes, spec: BackboneSpec, use_dropout):
-    """Spatial mean of the backbone output, dropout, 1x1 conv to C - 1 logits."""
-    x = SpatialMean(name=keras_name(spec.cls_scope + "/global_pool"))(features)
-    if use_dropout and spec.cls_dropout:
-        x = keras.layers.Dropout(spec.cls_dropout,
-                                 name=keras_name(spec.cls_scope + "/dropout"))(x)
-    x = keras.layers.Conv2D(num_classes - 1, 1, use_bias=True,
-                            name=keras_name(spec.cls_scope))(x)
-    return keras.layers.Reshape((num_classes - 1,),
-                                name=keras_name(spec.cls_scope + "/squeeze"))(x)
+class ClassificationHead:
+    """PseudoSeg's classifier on the backbone output: spatial mean, dropout
+    (Xception only), 1x1 conv to C - 1 logits with bias.
+
+    Its layers are part of the network; calling the head on any feature map
+    reuses them, which Grad-CAM needs (``wss.gradcam``).
+    """
+
+    def __init__(self, num_classes, spec: BackboneSpec, use_dropout):
+        self.pool = SpatialMean(name=keras_name(spec.cls_scope + "/global_pool"))
+        self.dropout = (keras.layers.Dropout(spec.cls_dropout,
+                                             name=keras_name(spec.cls_scope + "/dropout"))
+                        if use_dropout and spec.cls_dropout else None)
+        self.conv = keras.layers.Conv2D(num_classes - 1, 1, use_bias=True,
+                                        name=keras_name(spec.cls_scope))
+        self.squeeze = keras.layers.Reshape((num_classes - 1,),
+                                            name=keras_name(spec.cls_scope + "/squeeze"))
+
+    def __call__(self, features, training=None):
+        x = self.pool(features)
+        if self.dropout is not None:
+            x = self.dropout(x, training=training)
+        return self.squeeze(self.conv(x))
 
 
 def build_model(
@@ -215,7 +228,8 @@ def build_model(
         kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01),
         name=keras_name("logits/semantic"),
     )(x)
-    cls_logits = _classification_head(features, num_classes, spec, use_dropout)
+    head = ClassificationHead(num_classes, spec, use_dropout)
+    cls_logits = head(features)
     model = keras.Model(
         images,
         {"logits": logits, "cls_logits": cls_logits, "endpoints": endpoints},
@@ -225,6 +239,12 @@ def build_model(
     model.backbone_spec = spec
     model.num_classes = num_classes
     model.output_stride = output_stride
+    model.classification_head = head
+    model.config = dict(model_variant=model_variant, num_classes=num_classes,
+                        output_stride=output_stride,
+                        atrous_rates=list(atrous_rates) if atrous_rates else None,
+                        decoder_output_stride=decoder_output_stride,
+                        multi_grid=list(multi_grid) if multi_grid else None)
     return model
 
 

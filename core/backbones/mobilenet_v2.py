@@ -37,7 +37,7 @@ _UNITS = (
 )
 
 DECODER_ENDPOINT = f"{SCOPE}/layer_4/depthwise_output"
-HYPERCOLUMN_ENDPOINTS = (f"{SCOPE}/layer_17", f"{SCOPE}/layer_18")
+HYPERCOLUMN_ENDPOINTS = (f"{SCOPE}/layer_18", f"{SCOPE}/layer_17")
 OUTPUT_ENDPOINT = f"{SCOPE}/layer_18"
 
 

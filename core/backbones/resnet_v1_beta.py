@@ -44,7 +44,7 @@ def decoder_endpoint(variant: str) -> str:
 
 
 def hypercolumn_endpoints(variant: str) -> tuple[str, str]:
-    return (f"{scope_of(variant)}/block3", f"{scope_of(variant)}/block4")
+    return (f"{scope_of(variant)}/block4", f"{scope_of(variant)}/block3")
 
 
 def output_endpoint(variant: str) -> str:

@@ -51,7 +51,7 @@ _BLOCKS = (
 DECODER_ENDPOINT = (
     f"{SCOPE}/entry_flow/block2/unit_1/xception_module/separable_conv2_pointwise"
 )
-HYPERCOLUMN_ENDPOINTS = (f"{SCOPE}/exit_flow/block1", f"{SCOPE}/exit_flow/block2")
+HYPERCOLUMN_ENDPOINTS = (f"{SCOPE}/exit_flow/block2", f"{SCOPE}/exit_flow/block1")
 OUTPUT_ENDPOINT = f"{SCOPE}/exit_flow/block2"
 
 

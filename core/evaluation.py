@@ -1,0 +1,136 @@
+"""Evaluation: a streaming confusion matrix over a whole split.
+
+For each image the class probabilities are averaged over ``eval_scales`` (the
+image resized bilinearly by each scale, logits resized back to the input size)
+and, with ``add_flipped_images``, over left-right flips; the prediction is the
+argmax, compared with the label on the original (un-padded) extent, ignore
+label excluded. Reports mIoU, per-class IoU and pixel accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from core import metrics as metrics_lib
+from core.layers import resize_bilinear_align_corners
+
+
+def multi_scale_probabilities(predict_fn, images, eval_scales=(1.0,), add_flipped_images=False):
+    """Mean softmax probabilities at the input size over scales (and flips).
+
+    ``predict_fn(images) -> probabilities at the size of images``.
+    """
+    size = tf.shape(images)[1:3]
+    total = 0.0
+    count = 0
+    for scale in eval_scales:
+        if scale == 1.0:
+            scaled = images
+        else:
+            scaled_size = tf.cast((tf.cast(size, tf.float32) - 1.0) * scale + 1.0, tf.int32)
+            scaled = resize_bilinear_align_corners(images, scaled_size)
+        for flip in ((False, True) if add_flipped_images else (False,)):
+            inputs = tf.reverse(scaled, axis=[2]) if flip else scaled
+            probabilities = predict_fn(inputs)
+            if flip:
+                probabilities = tf.reverse(probabilities, axis=[2])
+            total += resize_bilinear_align_corners(probabilities, size)
+            count += 1
+    return total / count
+
+
+def network_predict_fn(network):
+    def predict(images):
+        logits = network(images, training=False)["logits"]
+        logits = resize_bilinear_align_corners(tf.cast(logits, tf.float32), tf.shape(images)[1:3])
+        return tf.nn.softmax(logits, axis=-1)
+
+    return predict
+
+
+def saved_model_predict_fn(loaded):
+    signature = loaded.signatures.get("predict_float")
+    if signature is not None:
+        return lambda images: signature(images=tf.cast(images, tf.float32))["probabilities"]
+    serve = loaded.signatures["serving_default"]
+    return lambda images: serve(images=tf.cast(tf.round(images), tf.uint8))["probabilities"]
+
+
+def evaluate(predict_fn, dataset, num_classes, ignore_label, *, eval_scales=(1.0,),
+             add_flipped_images=False, strategy=None, log_every=100) -> dict:
+    """Confusion matrix over ``dataset`` (``datasets.input_pipeline.eval_dataset``)."""
+    strategy = strategy or tf.distribute.get_strategy()
+
+    def replica_step(batch):
+        probabilities = multi_scale_probabilities(predict_fn, batch["image"], eval_scales,
+                                                  add_flipped_images)
+        predictions = tf.argmax(probabilities, axis=-1, output_type=tf.int32)[..., None]
+        labels = tf.cast(batch["label"], tf.int32)
+        # Pixels beyond the original extent are padding: ignore them.
+        rows = tf.range(tf.shape(labels)[1])[None, :, None, None]
+        cols = tf.range(tf.shape(labels)[2])[None, None, :, None]
+        inside = tf.logical_and(rows < tf.cast(batch["height"], tf.int32)[:, None, None, None],
+                                cols < tf.cast(batch["width"], tf.int32)[:, None, None, None])
+        labels = tf.where(inside, labels, ignore_label)
+        return metrics_lib.confusion_counts(labels, predictions, num_classes, ignore_label)
+
+    @tf.function(reduce_retracing=True)
+    def step(batch):
+        counts = strategy.run(replica_step, args=(batch,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, counts, axis=None)
+
+    confusion = np.zeros((num_classes, num_classes), np.float64)
+    start = time.monotonic()
+    images = 0
+    for batch in dataset:
+        confusion += step(batch).numpy()
+        images += 1
+        if log_every and images % log_every == 0:
+            print(f"  evaluated {images} batches ({time.monotonic() - start:.0f} s)", flush=True)
+    miou, iou = metrics_lib.iou_from_confusion(confusion)
+    return dict(miou=miou, per_class_iou=[None if np.isnan(x) else float(x) for x in iou],
+                pixel_accuracy=metrics_lib.pixel_accuracy_from_confusion(confusion),
+                num_batches=images, confusion_matrix=confusion.astype(np.int64).tolist(),
+                eval_scales=list(eval_scales), add_flipped_images=add_flipped_images)
+
+
+def evaluate_network(network, info, dataset_dir, split, *, eval_crop_size=None,
+                     eval_scales=(1.0,), add_flipped_images=False, batch_size=1,
+                     strategy=None) -> dict:
+    """Evaluates a Keras network on ``split`` of a record dataset."""
+    from datasets.input_pipeline import eval_dataset
+
+    strategy = strategy or tf.distribute.get_strategy()
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: eval_dataset(info, dataset_dir, split, eval_crop_size, batch_size,
+                                     input_context=context))
+    result = evaluate(network_predict_fn(network), dataset, info.num_classes,
+                      info.ignore_label, eval_scales=eval_scales,
+                      add_flipped_images=add_flipped_images, strategy=strategy)
+    result.update(split=split, dataset=info.name,
+                  eval_crop_size=list(eval_crop_size) if eval_crop_size else None)
+    return result
+
+
+def format_table(result: dict, class_names) -> str:
+    lines = [f"{'class':<24s} {'IoU':>8s}"]
+    for name, iou in zip(class_names, result["per_class_iou"]):
+        lines.append(f"{name:<24s} {'-' if iou is None else f'{100 * iou:8.2f}':>8s}")
+    lines.append(f"{'mIoU':<24s} {100 * result['miou']:8.2f}")
+    lines.append(f"{'pixel accuracy':<24s} {100 * result['pixel_accuracy']:8.2f}")
+    return "\n".join(lines)
+
+
+def write_result(result: dict, path: str):
+    """Writes the result JSON atomically."""
+    directory = os.path.dirname(path)
+    if directory:
+        tf.io.gfile.makedirs(directory)
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(path + ".tmp", path)

@@ -1,0 +1,260 @@
+"""The training loop around ``model.fit``: checkpoints that resume, progress,
+TensorBoard summaries, and a stop on non-finite losses.
+
+* Checkpoints: ``tf.train.CheckpointManager`` in ``train_logdir``, saved every
+  ``save_interval_secs`` and at the end, the last ``max_to_keep`` kept. The
+  checkpoint holds the trainer (network and any method layers) and the
+  optimizer (its iteration count and momentum slots), so a restarted run
+  resumes at the saved step with the learning-rate schedule where it was.
+* A non-finite loss stops training with ``NonFiniteLossError`` naming the
+  step; nothing is saved after it, so the last good checkpoint stays the latest.
+* Only the chief writes checkpoints and summaries (``core.distribute``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from core import distribute
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a training step produced a NaN or Inf loss."""
+
+
+def make_checkpoint(trainer: keras.Model, optimizer) -> tf.train.Checkpoint:
+    return tf.train.Checkpoint(trainer=trainer, optimizer=optimizer)
+
+
+def network_checkpoint(network: keras.Model) -> tf.train.Checkpoint:
+    """A checkpoint object that restores only the network from a training checkpoint."""
+    return tf.train.Checkpoint(trainer=tf.train.Checkpoint(network=network))
+
+
+class CheckpointSaver(keras.callbacks.Callback):
+    """Saves every ``interval_secs`` and at the end of training (if it ended well)."""
+
+    def __init__(self, manager: tf.train.CheckpointManager, step_fn, interval_secs: float):
+        super().__init__()
+        self.manager = manager
+        self.step_fn = step_fn
+        self.interval_secs = interval_secs
+        self._last_save = time.monotonic()
+        self.failed = False
+
+    def save(self):
+        step = int(self.step_fn())
+        path = self.manager.save(checkpoint_number=step)
+        self._last_save = time.monotonic()
+        logging.info("saved checkpoint %s", path)
+        return path
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.failed:
+            return
+        if time.monotonic() - self._last_save >= self.interval_secs:
+            self.save()
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops at the first non-finite loss, before anything else saves."""
+
+    def __init__(self, step_fn, saver: CheckpointSaver | None = None):
+        super().__init__()
+        self.step_fn = step_fn
+        self.saver = saver
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            if self.saver is not None:
+                self.saver.failed = True
+            last = self.saver.manager.latest_checkpoint if self.saver else None
+            raise NonFiniteLossError(
+                f"loss is {loss} at step {int(self.step_fn())}; training stopped. "
+                f"The last good checkpoint is {last or '(none saved yet)'}.")
+
+
+class ProgressLogger(keras.callbacks.Callback):
+    """A progress bar over global steps (resumes at the restored step), every
+    ``log_steps`` steps: the logged values, learning rate, seconds per step and
+    ETA, written to TensorBoard too; metric trackers reset after each line so
+    values are means over the last ``log_steps`` steps."""
+
+    def __init__(self, total_steps: int, log_steps: int, step_fn, writer=None, verbose=True):
+        super().__init__()
+        self.total_steps = total_steps
+        self.log_steps = max(1, log_steps)
+        self.step_fn = step_fn
+        self.writer = writer
+        self.verbose = verbose
+        self._bar = None
+        self._start = None
+
+    def on_train_begin(self, logs=None):
+        self._start_step = int(self.step_fn())
+        self._start = time.monotonic()
+        if self.verbose:
+            self._bar = keras.utils.Progbar(self.total_steps, stateful_metrics=None,
+                                            unit_name="step")
+            self._bar.update(self._start_step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.step_fn())
+        if step % self.log_steps and step != self.total_steps:
+            return
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        done = step - self._start_step
+        seconds_per_step = (time.monotonic() - self._start) / max(done, 1)
+        if self._bar is not None:
+            self._bar.update(step, values=[(k, v) for k, v in logs.items()], finalize=False)
+        else:
+            eta = seconds_per_step * (self.total_steps - step)
+            values = " ".join(f"{k}={v:.4g}" for k, v in logs.items())
+            logging.info("step %d/%d %s (%.2f s/step, ETA %.0f s)", step, self.total_steps,
+                         values, seconds_per_step, eta)
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                for name, value in logs.items():
+                    tf.summary.scalar(f"train/{name}", value)
+                tf.summary.scalar("train/seconds_per_step", seconds_per_step)
+        self.model.reset_metrics()
+
+    def on_train_end(self, logs=None):
+        if self._bar is not None:
+            print(flush=True)
+
+
+def colorize(index_map, colormap: np.ndarray):
+    """``[N, H, W, 1]`` class indices -> ``[N, H, W, 3]`` uint8 via ``colormap``
+    (indices outside the map, e.g. the ignore label, are white)."""
+    index_map = np.asarray(index_map)[..., 0].astype(np.int64)
+    palette = np.concatenate([colormap.astype(np.uint8),
+                              np.full((1, 3), 255, np.uint8)], axis=0)
+    index_map = np.where((index_map >= 0) & (index_map < len(colormap)), index_map,
+                         len(colormap))
+    return palette[index_map]
+
+
+class ImageSummaries(keras.callbacks.Callback):
+    """Every ``interval_secs``: the trainer's ``summary_images`` on a fixed batch."""
+
+    def __init__(self, sample_batch, writer, colormap, step_fn, interval_secs, max_images=3):
+        super().__init__()
+        self.sample_batch = sample_batch
+        self.writer = writer
+        self.colormap = colormap
+        self.step_fn = step_fn
+        self.interval_secs = interval_secs
+        self.max_images = max_images
+        self._last = -float("inf")
+
+    def write(self):
+        step = int(self.step_fn())
+        images = self.model.summary_images(self.sample_batch)
+        with self.writer.as_default(step=step):
+            for name, value in images.items():
+                value = np.asarray(value)[: self.max_images]
+                if value.shape[-1] == 1 and value.dtype.kind in "iu":
+                    value = colorize(value, self.colormap)
+                elif value.dtype.kind == "f" and value.shape[-1] == 3:
+                    value = np.clip(value, 0, 255).astype(np.uint8)
+                elif value.dtype.kind == "f":  # a heat map in [0, 1]
+                    value = (np.clip(value[..., :1], 0, 1) * 255).astype(np.uint8)
+                    value = np.repeat(value, 3, axis=-1)
+                tf.summary.image(f"images/{name}", value, max_outputs=self.max_images)
+        self._last = time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self._last >= self.interval_secs:
+            self.write()
+
+
+def restore_or_initialize(checkpoint, manager, initialize_fn=None) -> str:
+    """Restores the latest checkpoint in the manager's directory; otherwise
+    calls ``initialize_fn`` (e.g. load ImageNet weights). Returns what happened."""
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        return f"resumed from {manager.latest_checkpoint}"
+    if initialize_fn is not None:
+        return initialize_fn()
+    return "starting from random initialisation"
+
+
+def cleanup_worker_dir(path: str):
+    """Removes a non-chief worker's scratch directory."""
+    if not distribute.is_chief() and os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def latest_checkpoint(logdir: str) -> str | None:
+    return tf.train.latest_checkpoint(logdir)
+
+
+def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_steps: int = 10,
+        save_interval_secs: float = 1200, save_summaries_secs: float = 600,
+        max_to_keep: int = 3, initialize_fn=None, colormap=None, sample_batch=None,
+        verbose: bool = True) -> int:
+    """Trains ``trainer`` (compiled, optimizer built) on ``dataset`` up to ``total_steps``.
+
+    Resumes from the latest checkpoint in ``logdir`` (else calls
+    ``initialize_fn``), saves checkpoints, writes summaries, and saves a
+    final checkpoint. Returns the final step.
+    """
+    optimizer = trainer.optimizer
+    checkpoint = make_checkpoint(trainer, optimizer)
+    write_dir = distribute.worker_dir(logdir)
+    manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=max_to_keep)
+    if write_dir != logdir and tf.train.latest_checkpoint(logdir):
+        # A non-chief worker resumes from the chief's checkpoint.
+        checkpoint.restore(tf.train.latest_checkpoint(logdir)).assert_existing_objects_matched()
+        message = f"resumed from {tf.train.latest_checkpoint(logdir)}"
+    else:
+        message = restore_or_initialize(checkpoint, manager, initialize_fn)
+    start = int(optimizer.iterations.numpy())
+    logging.info("%s; step %d of %d", message, start, total_steps)
+    if verbose:
+        print(f"{message}; step {start} of {total_steps}", flush=True)
+    if start >= total_steps:
+        return start
+
+    def step_fn():
+        return optimizer.iterations.numpy()
+
+    writer = tf.summary.create_file_writer(os.path.join(logdir, "train")) \
+        if distribute.is_chief() else None
+    saver = CheckpointSaver(manager, step_fn, save_interval_secs)
+    callbacks = [NonFiniteLossGuard(step_fn, saver), saver,
+                 ProgressLogger(total_steps, log_steps, step_fn, writer, verbose=verbose)]
+    if writer is not None and colormap is not None:
+        if sample_batch is None:
+            sample_batch = next(iter(dataset))
+            sample_batch = tf.nest.map_structure(
+                lambda x: tf.concat(dataset_local_results(x), axis=0), sample_batch)
+        callbacks.append(ImageSummaries(sample_batch, writer, np.asarray(colormap), step_fn,
+                                        save_summaries_secs))
+    try:
+        trainer.fit(dataset, epochs=1, steps_per_epoch=total_steps - start, verbose=0,
+                    callbacks=callbacks)
+    finally:
+        if writer is not None:
+            writer.flush()
+    saver.save()
+    cleanup_worker_dir(write_dir)
+    return int(step_fn())
+
+
+def dataset_local_results(value):
+    """The per-replica parts of a distributed value (a one-element list otherwise)."""
+    strategy = tf.distribute.get_strategy()
+    if hasattr(value, "values"):
+        return list(value.values)
+    return strategy.experimental_local_results(value)
