@@ -23,13 +23,18 @@ STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 def split_cpu(num_replicas: int):
     """Splits the first physical CPU into ``num_replicas`` logical devices."""
     cpus = tf.config.list_physical_devices("CPU")
-    current = tf.config.list_logical_devices("CPU")
-    if len(current) == num_replicas:
+    # Neither call initialises the runtime (list_logical_devices would, and
+    # then no split is possible any more).
+    configured = tf.config.get_logical_device_configuration(cpus[0])
+    if configured is not None and len(configured) == num_replicas:
         return
     try:
         tf.config.set_logical_device_configuration(
             cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(num_replicas)])
     except RuntimeError as error:
+        current = tf.config.list_logical_devices("CPU")
+        if len(current) == num_replicas:
+            return
         raise RuntimeError(
             f"cannot split the CPU into {num_replicas} devices: TensorFlow is already "
             f"initialised with {len(current)} (call make_strategy first)") from error
