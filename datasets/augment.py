@@ -294,16 +294,17 @@ def strong_view(weak_image: tf.Tensor, valid_mask: tf.Tensor, seed: tf.Tensor,
   seeds = split_seed(seed, 2)
   strong = color_jitter(weak_image, seeds[0], brightness, contrast,
                         saturation, hue, valid_mask)
-  strong = tf.where(valid_mask > 0, strong, MEAN_PIXEL)
-  if cutout_size == 0:
-    return strong, valid_mask
-  height, width = weak_image.shape[0], weak_image.shape[1]
-  if height is None or width is None:
-    shape = tf.shape(weak_image)
-    height, width = shape[0], shape[1]
-  cut = cutout_mask(height, width, cutout_size, seeds[1])
-  strong = tf.where(cut > 0, MEAN_PIXEL, strong)
-  return strong, valid_mask * (1.0 - cut)
+  strong_valid = valid_mask
+  if cutout_size > 0:
+    height, width = weak_image.shape[0], weak_image.shape[1]
+    if height is None or width is None:
+      shape = tf.shape(weak_image)
+      height, width = shape[0], shape[1]
+    cut = cutout_mask(height, width, cutout_size, seeds[1])
+    strong_valid = valid_mask * (1.0 - cut)
+  # Padding and the CutOut square both hold the mean pixel.
+  strong = tf.where(strong_valid > 0, strong, MEAN_PIXEL)
+  return strong, strong_valid
 
 
 def class_presence(label: tf.Tensor, num_classes: int) -> tf.Tensor:

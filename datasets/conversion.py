@@ -199,27 +199,26 @@ class SplitWriter:
           os.remove(tmp)
 
 
-def _safe_load(load_fn: Callable[[Any], ExampleParts], item: Any):
-  """Runs ``load_fn`` and turns BadInputError into a ("bad", ...) result."""
-  try:
-    return ("ok", load_fn(item))
-  except BadInputError as e:
-    return ("bad", e.path, e.problem)
-
-
 class _SafeLoader:
-  """Picklable wrapper of ``_safe_load`` for worker processes."""
+  """Picklable ``item -> ("ok", parts) | ("bad", path, problem)`` wrapper.
 
-  def __init__(self, load_fn):
+  Turns ``BadInputError`` into a value, so worker processes never have to
+  pickle exceptions.
+  """
+
+  def __init__(self, load_fn: Callable[[Any], ExampleParts]):
     self._load_fn = load_fn
 
-  def __call__(self, item):
-    return _safe_load(self._load_fn, item)
+  def __call__(self, item: Any) -> tuple:
+    try:
+      return ("ok", self._load_fn(item))
+    except BadInputError as e:
+      return ("bad", e.path, e.problem)
 
 
 def _load_all(load_fn: Callable[[Any], ExampleParts], items: Sequence[Any],
               num_workers: int) -> Iterator[tuple]:
-  """Yields ``_safe_load`` results in item order, maybe from worker processes.
+  """Yields ``_SafeLoader`` results in item order, maybe from worker processes.
 
   Workers are forked; they only run ``load_fn`` (Pillow, NumPy, SciPy,
   pycocotools), never TensorFlow.

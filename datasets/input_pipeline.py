@@ -229,7 +229,7 @@ def labeled_dataset(info: DatasetInfo,
   """Batches of pixel-labeled crops (keys in the module docstring).
 
   Training: random scale / pad / crop / flip, shuffled, repeated forever,
-  incomplete batches dropped. ``is_training=False``: one pass in file order,
+  incomplete batches dropped. ``is_training=False``: one pass in a fixed order,
   images padded to ``crop_size`` without augmentation (larger images raise an
   error), last batch kept.
 
@@ -358,7 +358,7 @@ def eval_dataset(info: DatasetInfo,
                  batch_size: int = 1,
                  input_context: Optional[tf.distribute.InputContext] = None,
                  check_size: bool = True) -> tf.data.Dataset:
-  """Evaluation batches: one pass, file order, no augmentation.
+  """Evaluation batches: one pass in a fixed order, no augmentation.
 
   With ``eval_crop_size`` every image is padded bottom/right to it (mean
   pixel, labels with the ignore label); an image larger than the crop raises
