@@ -90,7 +90,12 @@ def _record_examples(info: DatasetInfo, dataset_dir: str, split: str, *,
                      training: bool, seed: Optional[int],
                      input_context: Optional[tf.distribute.InputContext],
                      shuffle_buffer_size: int) -> tf.data.Dataset:
-  """Serialized records of a split: sharded, (shuffled, repeated)."""
+  """Parsed records of a split: sharded, and for training shuffled, repeated.
+
+  Each input pipeline reads every n-th file, or, with fewer files than
+  pipelines, every n-th record of the same (unshuffled) file sequence, so the
+  pipelines see disjoint examples; records are shuffled after sharding.
+  """
   files = records.split_files(dataset_dir, split)
   dataset = tf.data.Dataset.from_tensor_slices(files)
   shard_records = False
@@ -103,8 +108,10 @@ def _record_examples(info: DatasetInfo, dataset_dir: str, split: str, *,
     else:
       shard_records = True
   if training:
-    dataset = dataset.shuffle(num_files, seed=seed,
-                              reshuffle_each_iteration=True).repeat()
+    if not shard_records:  # record sharding needs the same order everywhere
+      dataset = dataset.shuffle(num_files, seed=seed,
+                                reshuffle_each_iteration=True)
+    dataset = dataset.repeat()
   dataset = dataset.interleave(
       tf.data.TFRecordDataset, cycle_length=min(num_files, 16),
       block_length=1, num_parallel_calls=tf.data.AUTOTUNE)

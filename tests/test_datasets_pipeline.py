@@ -507,3 +507,21 @@ def test_missing_split_names_the_pattern(coord_data):
   directory, _ = coord_data
   with pytest.raises(FileNotFoundError, match=r"val-\*"):
     input_pipeline.labeled_dataset(info_of(directory), directory, "val", 16, 2)
+
+
+def test_training_record_sharding_is_disjoint_across_seeds(coord_data):
+  # "nomask" has 2 files for 4 pipelines: every 4th record each. Pipelines
+  # get different seeds (as train.py does) and still see disjoint images.
+  directory, _ = coord_data
+  seen = []
+  for pipeline_id in range(4):
+    context = tf.distribute.InputContext(
+        num_input_pipelines=4, input_pipeline_id=pipeline_id,
+        num_replicas_in_sync=4)
+    batches = first_batches(input_pipeline.labeled_dataset(
+        info_of(directory), directory, "nomask", (H, W), 4,
+        seed=100 + pipeline_id, input_context=context, **FIXED_SCALE), n=6)
+    images = {int(round((b["image"][0, 0, 0, 2] - 5) / 10)) for b in batches}
+    assert len(images) == 2
+    seen.append(images)
+  assert set().union(*seen) == set(range(NUM_IMAGES))
