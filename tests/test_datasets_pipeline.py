@@ -525,3 +525,47 @@ def test_training_record_sharding_is_disjoint_across_seeds(coord_data):
     assert len(images) == 2
     seen.append(images)
   assert set().union(*seen) == set(range(NUM_IMAGES))
+
+
+def test_records_written_like_deeplab_read_unchanged(tmp_path):
+  """Records built feature by feature as DeepLab's build_voc2012_data does."""
+  rng = np.random.default_rng(3)
+  path = str(tmp_path / "val-00000-of-00001.tfrecord")
+  sources = {}
+  with tf.io.TFRecordWriter(path) as writer:
+    for i in range(3):
+      name = f"2007_00000{i}"
+      jpeg_path = str(tmp_path / f"{name}.jpg")
+      image = fake_sources.save_jpeg(jpeg_path,
+                                     fake_sources.random_image(rng, 21, 17))
+      mask = fake_sources.random_mask(rng, 21, 17, range(1, 21), 255)
+      sources[name] = (image, mask)
+
+      def feature(value):
+        if isinstance(value, int):
+          return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+      example = tf.train.Example(features=tf.train.Features(feature={
+          "image/encoded": feature(open(jpeg_path, "rb").read()),
+          "image/filename": feature(name.encode()),
+          "image/format": feature(b"jpeg"),
+          "image/height": feature(21),
+          "image/width": feature(17),
+          "image/channels": feature(3),
+          "image/segmentation/class/encoded": feature(
+              image_io.encode_png(mask)),
+          "image/segmentation/class/format": feature(b"png"),
+      }))
+      writer.write(example.SerializeToString())
+  assert not os.path.exists(tmp_path / "splits.json")
+  assert records.count_records(str(tmp_path), "val") == 3  # counted by a pass
+  info = dataset_info.get_dataset_info("pascal_voc_seg")
+  got = {}
+  for batch in input_pipeline.eval_dataset(info, str(tmp_path), "val",
+                                           check_size=False):
+    got[batch["filename"][0].numpy().decode()] = batch
+  assert sorted(got) == sorted(sources)
+  for name, (image, mask) in sources.items():
+    np.testing.assert_array_equal(got[name]["image"][0].numpy(), image)
+    np.testing.assert_array_equal(got[name]["label"][0].numpy()[..., 0], mask)
