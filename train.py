@@ -125,8 +125,8 @@ flags.DEFINE_integer("save_summaries_secs", 600, "Image summaries every this man
 flags.DEFINE_integer("max_checkpoints_to_keep", 3, "Checkpoints kept.")
 flags.DEFINE_string("eval_split", None, "Evaluate this split after training (mIoU).")
 flags.DEFINE_list("eval_crop_size", None,
-                  "Eval crop height,width for --eval_split (default: the dataset's, or whole "
-                  "images).")
+                  "Eval crop height,width for --eval_split, or none for whole images "
+                  "(default: the dataset's).")
 flags.DEFINE_boolean("export", True, "Export a SavedModel to <train_logdir>/export at the end.")
 flags.DEFINE_string("demo_data_dir", None,
                     "Generate the synthetic demo dataset here first if it is missing "
@@ -135,16 +135,16 @@ flags.DEFINE_string("demo_data_dir", None,
 flags.mark_flag_as_required("train_logdir")
 
 
-def _crop(values, name):
+def _crop(values, name, default=None):
+    from core.evaluation import parse_crop
+
     try:
-        crop = [int(v) for v in values]
+        crop = parse_crop(values, default)
     except ValueError as error:
-        raise app.UsageError(f"--{name} must be height,width integers, got {values}") from error
-    if len(crop) == 1:
-        crop = crop * 2
-    if len(crop) != 2 or min(crop) < 1:
-        raise app.UsageError(f"--{name} must be height,width, got {values}")
-    return tuple(crop)
+        raise app.UsageError(f"--{name}: {error}") from error
+    if name == "train_crop_size" and crop is None:
+        raise app.UsageError("--train_crop_size must be height,width")
+    return crop
 
 
 def validate_flags(num_replicas: int):
@@ -172,6 +172,7 @@ def validate_flags(num_replicas: int):
         raise app.UsageError(f"--decoder_output_stride must be 4 (or unset), got {decoder}")
     if FLAGS.training_number_of_steps <= FLAGS.slow_start_step:
         raise app.UsageError("--training_number_of_steps must exceed --slow_start_step")
+    _crop(FLAGS.eval_crop_size, "eval_crop_size")
     return crop
 
 
@@ -282,9 +283,7 @@ def main(argv):
     import tensorflow as tf
 
     from core import training
-    from core.deeplab import build_model
     from core.run_config import write_run_config
-    from core.schedule import PolyWithSlowStart
     from datasets.dataset_info import get_dataset_info
 
     if FLAGS.demo_data_dir:
@@ -293,10 +292,50 @@ def main(argv):
         synthetic.ensure_demo_dataset(FLAGS.demo_data_dir)
     if not FLAGS.dataset_dir:
         raise app.UsageError("--dataset_dir is required")
+    tf.get_logger().setLevel("WARNING")
     keras.utils.set_random_seed(FLAGS.seed)
     if FLAGS.mixed_precision != "float32":
         keras.mixed_precision.set_global_policy(FLAGS.mixed_precision)
-    info = get_dataset_info(FLAGS.dataset, FLAGS.dataset_dir)
+    try:
+        info = get_dataset_info(FLAGS.dataset, FLAGS.dataset_dir)
+        trainer, network, config = build_everything(strategy, info, crop)
+        make_dataset = dataset_fn(info, crop)
+        sample_batch = next(iter(make_dataset()))  # fails early on missing records
+        dataset = strategy.distribute_datasets_from_function(make_dataset)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        sys.exit(1)
+
+    run = dict(model=config, dataset=dict(name=info.name, dataset_dir=FLAGS.dataset_dir,
+                                          num_classes=info.num_classes,
+                                          ignore_label=info.ignore_label),
+               mode=FLAGS.mode, train_crop_size=list(crop))
+    if distribute.is_chief():
+        write_run_config(FLAGS.train_logdir, run, FLAGS.flags_into_string())
+    try:
+        training.fit(trainer, dataset, FLAGS.train_logdir,
+                     total_steps=FLAGS.training_number_of_steps, log_steps=FLAGS.log_steps,
+                     save_interval_secs=FLAGS.save_interval_secs,
+                     save_summaries_secs=FLAGS.save_summaries_secs,
+                     max_to_keep=FLAGS.max_checkpoints_to_keep,
+                     initialize_fn=initial_checkpoint_loader(network),
+                     colormap=info.colormap, sample_batch=sample_batch)
+    except training.NonFiniteLossError as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        sys.exit(1)
+    if not distribute.is_chief():
+        return
+    finish(network, info)
+
+
+def build_everything(strategy, info, crop):
+    """Network, trainer and optimizer, built under the strategy's scope."""
+    import keras
+    import tensorflow as tf
+
+    from core.deeplab import build_model
+    from core.schedule import PolyWithSlowStart
+
     config = network_config(info)
     with strategy.scope():
         network = build_model(**config, sync_batch_norm=FLAGS.sync_batch_norm,
@@ -311,27 +350,11 @@ def main(argv):
         trainer.compile(optimizer=optimizer, jit_compile=FLAGS.jit_compile)
         trainer.prepare(tf.zeros((1, *crop, 3)))
         optimizer.build(trainer.trainable_variables)
+    return trainer, network, config
 
-    run = dict(model=config, dataset=dict(name=info.name, dataset_dir=FLAGS.dataset_dir,
-                                          num_classes=info.num_classes,
-                                          ignore_label=info.ignore_label),
-               mode=FLAGS.mode, train_crop_size=list(crop))
-    if distribute.is_chief():
-        write_run_config(FLAGS.train_logdir, run, FLAGS.flags_into_string())
-    dataset = strategy.distribute_datasets_from_function(dataset_fn(info, crop))
-    try:
-        training.fit(trainer, dataset, FLAGS.train_logdir,
-                     total_steps=FLAGS.training_number_of_steps, log_steps=FLAGS.log_steps,
-                     save_interval_secs=FLAGS.save_interval_secs,
-                     save_summaries_secs=FLAGS.save_summaries_secs,
-                     max_to_keep=FLAGS.max_checkpoints_to_keep,
-                     initialize_fn=initial_checkpoint_loader(network),
-                     colormap=info.colormap)
-    except training.NonFiniteLossError as error:
-        print(f"ERROR: {error}", file=sys.stderr)
-        sys.exit(1)
-    if not distribute.is_chief():
-        return
+
+def finish(network, info):
+    """Export and evaluation at the end of training (chief only)."""
     if FLAGS.export:
         from core.export import export_saved_model
 
@@ -339,10 +362,9 @@ def main(argv):
         export_saved_model(network, export_dir, info)
         print(f"exported SavedModel to {export_dir}")
     if FLAGS.eval_split:
-        from core import evaluation
+        from core import evaluation, training
 
-        eval_crop = (_crop(FLAGS.eval_crop_size, "eval_crop_size") if FLAGS.eval_crop_size
-                     else info.eval_crop_size)
+        eval_crop = _crop(FLAGS.eval_crop_size, "eval_crop_size", info.eval_crop_size)
         result = evaluation.evaluate_network(network, info, FLAGS.dataset_dir,
                                              FLAGS.eval_split, eval_crop_size=eval_crop)
         result["checkpoint"] = training.latest_checkpoint(FLAGS.train_logdir)

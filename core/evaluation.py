@@ -117,6 +117,24 @@ def evaluate_network(network, info, dataset_dir, split, *, eval_crop_size=None,
     return result
 
 
+def parse_crop(values, default=None):
+    """``["513", "513"]`` -> (513, 513); ``["513"]`` -> (513, 513); ``["none"]`` ->
+    None (whole images); None -> ``default``. Raises ValueError otherwise."""
+    if values is None:
+        return default
+    if [str(v).lower() for v in values] == ["none"]:
+        return None
+    try:
+        crop = [int(v) for v in values]
+    except ValueError as error:
+        raise ValueError(f"crop must be height,width integers or none, got {values}") from error
+    if len(crop) == 1:
+        crop *= 2
+    if len(crop) != 2 or min(crop) < 1:
+        raise ValueError(f"crop must be height,width, got {values}")
+    return tuple(crop)
+
+
 def format_table(result: dict, class_names) -> str:
     lines = [f"{'class':<24s} {'IoU':>8s}"]
     for name, iou in zip(class_names, result["per_class_iou"]):

@@ -75,7 +75,6 @@ class SegmentationTrainer(keras.Model):
         self.last_layers = tuple(last_layers)
         self.upsample_logits = upsample_logits
         self._decay_kernels = None
-        self._gradient_multipliers = None
         names = ["loss", *loss_names, "weight_decay", "learning_rate", "pixel_accuracy"]
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
 
@@ -101,19 +100,15 @@ class SegmentationTrainer(keras.Model):
             self._decay_kernels = list(regularized_kernels(self.network))
         return self._decay_kernels
 
-    def _multipliers(self):
-        """DeepLab's gradient multipliers, aligned with ``trainable_variables``."""
-        if self._gradient_multipliers is None:
-            multipliers = []
-            for variable in self.trainable_variables:
-                layer_name, _, short = variable.path.rpartition("/")
-                layer_name = layer_name.rsplit("/", 1)[-1]
-                factor = 2.0 if short == "bias" else 1.0
-                if any(layer_name.startswith(scope) for scope in self.last_layers):
-                    factor *= self.last_layer_gradient_multiplier
-                multipliers.append(factor)
-            self._gradient_multipliers = multipliers
-        return self._gradient_multipliers
+    def gradient_multiplier(self, variable) -> float:
+        """DeepLab's multiplier of ``variable``'s gradient: biases x2, last layers
+        x ``last_layer_gradient_multiplier``."""
+        layer_name, _, short = variable.path.rpartition("/")
+        layer_name = layer_name.rsplit("/", 1)[-1]
+        factor = 2.0 if short == "bias" else 1.0
+        if any(layer_name.startswith(scope) for scope in self.last_layers):
+            factor *= self.last_layer_gradient_multiplier
+        return factor
 
     # -- the step -------------------------------------------------------------
 
@@ -128,15 +123,16 @@ class SegmentationTrainer(keras.Model):
             # Every replica adds 1/R of the decay; gradients are summed over replicas.
             total = total + decay / losses_lib.num_replicas()
             scaled = self.optimizer.scale_loss(total)
+        learning_rate = self.current_learning_rate()  # the rate this update uses
         gradients = tape.gradient(scaled, variables)
-        gradients = [None if g is None else g * m
-                     for g, m in zip(gradients, self._multipliers())]
+        gradients = [None if g is None else g * self.gradient_multiplier(v)
+                     for g, v in zip(gradients, variables)]
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(gradients, variables) if g is not None])
         logged = {"loss": losses_lib.cross_replica_sum(total), "weight_decay": decay}
         logged.update({name: losses_lib.cross_replica_sum(value) for name, value in terms.items()})
         logged.update(extras)
-        logged["learning_rate"] = self.current_learning_rate()
+        logged["learning_rate"] = learning_rate
         for name, value in logged.items():
             self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}

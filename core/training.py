@@ -115,7 +115,9 @@ class ProgressLogger(keras.callbacks.Callback):
         done = step - self._start_step
         seconds_per_step = (time.monotonic() - self._start) / max(done, 1)
         if self._bar is not None:
-            self._bar.update(step, values=[(k, v) for k, v in logs.items()], finalize=False)
+            # The values are already means over the window: show them as they are.
+            self._bar.stateful_metrics = set(logs)
+            self._bar.update(step, values=list(logs.items()), finalize=False)
         else:
             eta = seconds_per_step * (self.total_steps - step)
             values = " ".join(f"{k}={v:.4g}" for k, v in logs.items())
@@ -205,6 +207,9 @@ def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_ste
         verbose: bool = True) -> int:
     """Trains ``trainer`` (compiled, optimizer built) on ``dataset`` up to ``total_steps``.
 
+    With ``colormap`` and a (non-distributed) ``sample_batch``, image panels
+    from ``trainer.summary_images`` go to TensorBoard every ``save_summaries_secs``.
+
     Resumes from the latest checkpoint in ``logdir`` (else calls
     ``initialize_fn``), saves checkpoints, writes summaries, and saves a
     final checkpoint. Returns the final step.
@@ -234,16 +239,12 @@ def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_ste
     saver = CheckpointSaver(manager, step_fn, save_interval_secs)
     callbacks = [NonFiniteLossGuard(step_fn, saver), saver,
                  ProgressLogger(total_steps, log_steps, step_fn, writer, verbose=verbose)]
-    if writer is not None and colormap is not None:
-        if sample_batch is None:
-            sample_batch = next(iter(dataset))
-            sample_batch = tf.nest.map_structure(
-                lambda x: tf.concat(dataset_local_results(x), axis=0), sample_batch)
+    if writer is not None and colormap is not None and sample_batch is not None:
         callbacks.append(ImageSummaries(sample_batch, writer, np.asarray(colormap), step_fn,
                                         save_summaries_secs))
     try:
         trainer.fit(dataset, epochs=1, steps_per_epoch=total_steps - start, verbose=0,
-                    callbacks=callbacks)
+                    callbacks=callbacks, shuffle=False)
     finally:
         if writer is not None:
             writer.flush()
@@ -251,10 +252,3 @@ def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_ste
     cleanup_worker_dir(write_dir)
     return int(step_fn())
 
-
-def dataset_local_results(value):
-    """The per-replica parts of a distributed value (a one-element list otherwise)."""
-    strategy = tf.distribute.get_strategy()
-    if hasattr(value, "values"):
-        return list(value.values)
-    return strategy.experimental_local_results(value)

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from core import layers as layers_lib
 from core.deeplab import MODEL_VARIANTS, backbone_spec, build_model
+from tests.numpy_reference import resize_bilinear_align_corners
 
 # Trainable parameters of the segmentation network (21 classes) from the
 # architecture document's table: backbone, ASPP, decoder, total.
@@ -216,24 +217,10 @@ def test_fixed_padding_of_a_dilated_kernel():
     assert padded[0, 2:6, 2:6, 0].sum() == 16 and padded.sum() == 16
 
 
-def _numpy_resize_align_corners(image, out_h, out_w):
-    in_h, in_w = image.shape[:2]
-    ys = np.arange(out_h) * ((in_h - 1) / (out_h - 1) if out_h > 1 else 0)
-    xs = np.arange(out_w) * ((in_w - 1) / (out_w - 1) if out_w > 1 else 0)
-    out = np.zeros((out_h, out_w) + image.shape[2:])
-    for i, y in enumerate(ys):
-        y0 = int(np.floor(y)); y1 = min(y0 + 1, in_h - 1); dy = y - y0
-        for j, x in enumerate(xs):
-            x0 = int(np.floor(x)); x1 = min(x0 + 1, in_w - 1); dx = x - x0
-            out[i, j] = ((1 - dy) * (1 - dx) * image[y0, x0] + (1 - dy) * dx * image[y0, x1]
-                         + dy * (1 - dx) * image[y1, x0] + dy * dx * image[y1, x1])
-    return out
-
-
 def test_resize_is_bilinear_with_aligned_corners():
     image = np.random.default_rng(2).normal(size=(5, 7, 3)).astype(np.float32)
     resized = layers_lib.resize_bilinear_align_corners(image[None], (17, 9)).numpy()[0]
-    np.testing.assert_allclose(resized, _numpy_resize_align_corners(image, 17, 9), atol=1e-5)
+    np.testing.assert_allclose(resized, resize_bilinear_align_corners(image, 17, 9), atol=1e-5)
     # Corners land exactly on corners.
     np.testing.assert_allclose(resized[-1, -1], image[-1, -1], atol=1e-6)
 

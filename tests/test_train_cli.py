@@ -1,0 +1,188 @@
+"""train.py, eval.py, export.py and predict.py as a user runs them (subprocesses)
+on a tiny generated dataset."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from datasets import synthetic
+
+    path = tmp_path_factory.mktemp("synthetic")
+    synthetic.generate(str(path), num_train=16, num_val=4, labeled_fraction=4, height=40,
+                       width=40, seed=1, verbose=False)
+    return path
+
+
+def _train_args(data_dir, logdir, *extra, steps=6):
+    return [sys.executable, "train.py", f"--train_logdir={logdir}",
+            "--dataset=synthetic_shapes", f"--dataset_dir={data_dir}", "--train_split=train",
+            "--model_variant=mobilenet_v2", "--decoder_output_stride=4",
+            "--train_crop_size=33,33", "--train_batch_size=2",
+            f"--training_number_of_steps={steps}", "--base_learning_rate=0.01",
+            "--log_steps=1", "--save_summaries_secs=1", *extra]
+
+
+def _run(args, timeout=300):
+    return subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _scalars(logdir, tag):
+    values = {}
+    for path in glob.glob(os.path.join(logdir, "train", "events.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values[event.step] = float(tf.make_ndarray(value.tensor))
+    return values
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory):
+    """A run killed with SIGKILL after its first checkpoint, then restarted."""
+    logdir = tmp_path_factory.mktemp("run")
+    args = _train_args(data_dir, logdir, "--save_interval_secs=0", "--eval_split=val",
+                       "--eval_crop_size=none", steps=12)
+    process = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while not glob.glob(str(logdir / "ckpt-*.index")) and time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"training ended before its first checkpoint:\n{process.stdout.read()}")
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = max(int(p.rsplit("-", 1)[-1].split(".")[0])
+                    for p in glob.glob(str(logdir / "ckpt-*.index")))
+    result = _run(args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return logdir, killed_at, result.stdout
+
+
+def test_killed_run_resumes_and_finishes_with_the_schedule_continuing(trained):
+    logdir, killed_at, stdout = trained
+    assert killed_at < 12
+    assert f"resumed from {logdir}/ckpt-{killed_at}; step {killed_at} of 12" in stdout
+    assert tf.train.latest_checkpoint(str(logdir)).endswith("ckpt-12")
+    reader = tf.train.load_checkpoint(str(logdir))
+    iterations = [k for k in reader.get_variable_to_shape_map() if "iterations" in k]
+    assert iterations and int(reader.get_tensor(iterations[0])) == 12
+    # The logged learning rate follows the poly schedule across the restart:
+    # the rate used at step s (1-based) is lr(s - 1).
+    rates = _scalars(str(logdir), "train/learning_rate")
+    assert set(range(killed_at + 1, 13)) <= set(rates)
+    for step, rate in rates.items():
+        np.testing.assert_allclose(rate, 0.01 * (1 - (step - 1) / 12) ** 0.9, rtol=1e-5)
+    config = json.loads((logdir / "run_config.json").read_text())
+    assert config["model"]["model_variant"] == "mobilenet_v2"
+    assert "--training_number_of_steps=12" in (logdir / "flags.txt").read_text()
+
+
+def test_eval_json_and_table(trained):
+    logdir, _, stdout = trained
+    assert "mIoU" in stdout
+    result = json.loads((logdir / "eval_val.json").read_text())
+    assert 0.0 <= result["miou"] <= 1.0
+    assert len(result["per_class_iou"]) == 5
+    assert np.asarray(result["confusion_matrix"]).sum() == 4 * 40 * 40
+    eval_result = _run([sys.executable, "eval.py", f"--checkpoint_dir={logdir}",
+                        "--eval_split=val", "--eval_crop_size=41,41",
+                        f"--output_json={logdir}/eval_cli.json"])
+    assert eval_result.returncode == 0, eval_result.stderr
+    cli = json.loads((logdir / "eval_cli.json").read_text())
+    assert cli["evaluated"].endswith("ckpt-12")
+    assert cli["eval_crop_size"] == [41, 41]
+    # Padding to a crop adds only ignored pixels: the same pixels are scored.
+    assert np.asarray(cli["confusion_matrix"]).sum() == 4 * 40 * 40
+
+
+def test_saved_model_round_trip_in_a_fresh_process_equals_in_process(trained, tmp_path):
+    logdir, _, _ = trained
+    export_dir = logdir / "export"
+    assert (export_dir / "saved_model.pb").exists()
+    images = np.random.default_rng(0).integers(0, 256, (2, 37, 45, 3)).astype(np.uint8)
+    np.save(tmp_path / "images.npy", images)
+    script = (
+        "import numpy as np, tensorflow as tf, sys\n"
+        "assert not any(m.split('.')[0] in ('core', 'wss', 'datasets') for m in sys.modules)\n"
+        f"model = tf.saved_model.load({str(export_dir)!r})\n"
+        f"out = model.signatures['serving_default'](images=tf.constant(np.load({str(tmp_path / 'images.npy')!r})))\n"
+        f"np.save({str(tmp_path / 'semantic.npy')!r}, out['semantic'].numpy())\n"
+        f"np.save({str(tmp_path / 'probabilities.npy')!r}, out['probabilities'].numpy())\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=ENV,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+    from core import run_config, training
+    from core.evaluation import network_predict_fn
+
+    network = run_config.build_network(run_config.read_run_config(str(logdir)))
+    training.network_checkpoint(network).restore(
+        tf.train.latest_checkpoint(str(logdir))).expect_partial()
+    expected = network_predict_fn(network)(tf.constant(images, tf.float32)).numpy()
+    probabilities = np.load(tmp_path / "probabilities.npy")
+    assert probabilities.shape == (2, 37, 45, 5)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    np.testing.assert_array_equal(np.load(tmp_path / "semantic.npy"), expected.argmax(-1))
+
+
+def test_predict_writes_coloured_masks_and_overlays(trained, data_dir, tmp_path):
+    logdir, _, _ = trained
+    from PIL import Image
+
+    image = np.random.default_rng(1).integers(0, 256, (30, 41, 3)).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    result = _run([sys.executable, "predict.py", f"--saved_model={logdir}/export",
+                   f"--images={tmp_path}/*.png", f"--output_dir={tmp_path}/out"])
+    assert result.returncode == 0, result.stderr
+    mask = np.asarray(Image.open(tmp_path / "out/photo_mask.png"))
+    overlay = np.asarray(Image.open(tmp_path / "out/photo_overlay.png"))
+    assert mask.shape == overlay.shape == (30, 41, 3)
+    labels = json.loads((logdir / "export/labels.json").read_text())
+    palette = {tuple(c) for c in labels["colormap"][:5]}
+    assert {tuple(p) for p in mask.reshape(-1, 3)} <= palette
+    np.testing.assert_allclose(overlay, 0.5 * mask + 0.5 * image, atol=1.0)
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+        data_dir, tmp_path):
+    result = _run(_train_args(data_dir, tmp_path, "--save_interval_secs=0", "--export=false",
+                              "--base_learning_rate=1e30", "--momentum=0", steps=40))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "loss is nan at step" in result.stderr or "loss is inf at step" in result.stderr
+    step = int(result.stderr.split(" at step ")[1].split(";")[0])
+    latest = tf.train.latest_checkpoint(str(tmp_path))
+    assert latest is not None and int(latest.rsplit("-", 1)[-1]) < step
+    from core import run_config, training
+
+    network = run_config.build_network(run_config.read_run_config(str(tmp_path)))
+    training.network_checkpoint(network).restore(latest).expect_partial()
+    assert all(np.all(np.isfinite(w.numpy())) for w in network.weights)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model_variant=resnet_v1_18"], "--model_variant='resnet_v1_18' is unknown"),
+    (["--train_crop_size=40,40"], "does not suit --output_stride=16"),
+    (["--strategy=mirrored", "--num_cpu_replicas=2", "--train_batch_size=3"],
+     "--train_batch_size=3 is not divisible by the 2 replicas"),
+    (["--train_split=nope"], "no records for split 'nope'"),
+])
+def test_wrong_flags_fail_with_a_clear_message(data_dir, tmp_path, extra, message):
+    result = _run(_train_args(data_dir, tmp_path, *extra))
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
