@@ -107,13 +107,15 @@ def backbone_spec(model_variant: str) -> BackboneSpec:
     )
 
 
-def _backbone(x, model_variant, output_stride, multi_grid, sync_batch_norm):
+def _backbone(x, model_variant, output_stride, multi_grid, sync_batch_norm, batch_norm_decay):
     if model_variant == "xception_65":
-        return xception_lib.xception_65(x, output_stride, multi_grid, sync_batch_norm)
+        return xception_lib.xception_65(x, output_stride, multi_grid, sync_batch_norm,
+                                        batch_norm_decay)
     if model_variant in resnet_lib.UNITS:
         return resnet_lib.resnet_v1_beta(x, model_variant, output_stride, multi_grid,
-                                         sync_batch_norm)
-    return mobilenet_v2_lib.mobilenet_v2(x, output_stride, multi_grid, sync_batch_norm)
+                                         sync_batch_norm, batch_norm_decay)
+    return mobilenet_v2_lib.mobilenet_v2(x, output_stride, multi_grid, sync_batch_norm,
+                                         batch_norm_decay)
 
 
 def _aspp(features, atrous_rates, bn, dropout_rate):
@@ -186,6 +188,7 @@ def build_model(
     multi_grid: Sequence[int] | None = None,
     *,
     sync_batch_norm: bool = False,
+    batch_norm_decay: float | None = None,
     use_dropout: bool = True,
     name: str | None = None,
 ) -> keras.Model:
@@ -202,6 +205,8 @@ def build_model(
       decoder_output_stride: 4 adds the decoder; ``None`` turns it off.
       multi_grid: unit rates of the last block (three entries), e.g. (1, 2, 4).
       sync_batch_norm: synchronise batch statistics across replicas.
+      batch_norm_decay: moving-average decay of every batch norm (default:
+        DeepLab's per part, 0.95 .. 0.9997, made for 30k-step runs).
       use_dropout: keep the dropout layers (ASPP 0.1, Xception's head 0.5);
         off for exact replica-count comparisons.
     """
@@ -218,8 +223,8 @@ def build_model(
     images = keras.Input(shape=(None, None, 3), name="images")
     x = keras.layers.Rescaling(2.0 / 255.0, offset=-1.0, name="preprocess")(images)
     features, endpoints = _backbone(x, model_variant, output_stride, multi_grid,
-                                    sync_batch_norm)
-    head_bn = BatchNormConfig(**HEAD_BATCH_NORM, synchronized=sync_batch_norm)
+                                    sync_batch_norm, batch_norm_decay)
+    head_bn = BatchNormConfig.for_part(HEAD_BATCH_NORM, sync_batch_norm, batch_norm_decay)
     x = _aspp(features, atrous_rates, head_bn, 0.1 if use_dropout else 0.0)
     if decoder_output_stride:
         x = _decoder(x, endpoints[spec.decoder_endpoint], head_bn)

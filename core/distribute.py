@@ -89,13 +89,3 @@ def is_chief() -> bool:
     if "chief" in config.get("cluster", {}):
         return task_type == "chief"
     return task_type == "worker" and index == 0
-
-
-def worker_dir(path: str) -> str:
-    """Where this task writes: ``path`` for the chief, a private scratch
-    directory for other workers (whose writes are only needed for the
-    collective ops of saving and are deleted)."""
-    if is_chief():
-        return path
-    task_type, index = task_info()
-    return os.path.join(path, ".workers", f"{task_type}_{index}")

@@ -32,6 +32,14 @@ class BatchNormConfig:
     decay: float
     synchronized: bool = False
 
+    @classmethod
+    def for_part(cls, defaults: dict, synchronized: bool = False, decay: float | None = None):
+        """The part's DeepLab values, with the moving-average decay optionally
+        overridden (short runs need a faster decay than DeepLab's 30k-step one)."""
+        return cls(epsilon=defaults["epsilon"],
+                   decay=defaults["decay"] if decay is None else decay,
+                   synchronized=synchronized)
+
     def layer(self, scope: str) -> keras.layers.BatchNormalization:
         return keras.layers.BatchNormalization(
             momentum=self.decay,

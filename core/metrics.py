@@ -16,15 +16,19 @@ import tensorflow as tf
 
 
 def confusion_counts(labels, predictions, num_classes, ignore_label):
-    """``[C, C]`` float32 counts, rows = label, columns = prediction."""
+    """``[C, C]`` float32 counts, rows = label, columns = prediction.
+
+    Static shapes only (a segment sum with an overflow bucket for ignored
+    pixels), so it runs under XLA.
+    """
     labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
     predictions = tf.reshape(tf.cast(predictions, tf.int32), [-1])
     valid = tf.logical_and(tf.not_equal(labels, ignore_label),
                            tf.logical_and(labels >= 0, labels < num_classes))
-    index = tf.boolean_mask(labels * num_classes + predictions, valid)
-    counts = tf.math.bincount(index, minlength=num_classes * num_classes,
-                              maxlength=num_classes * num_classes, dtype=tf.float32)
-    return tf.reshape(counts, [num_classes, num_classes])
+    cells = num_classes * num_classes
+    index = tf.where(valid, labels * num_classes + predictions, cells)
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(index, tf.float32), index, cells + 1)
+    return tf.reshape(counts[:cells], [num_classes, num_classes])
 
 
 def iou_from_confusion(confusion: np.ndarray) -> tuple[float, np.ndarray]:

@@ -93,6 +93,12 @@ class SegmentationTrainer(keras.Model):
             self.network(sample_images, training=False)
         self.built = True
 
+    def checkpoint_items(self) -> dict:
+        """What a training checkpoint holds besides the optimizer: the network and
+        any layers the method adds (not the metric trackers, which are transient
+        and would make saving a collective operation under multi-worker training)."""
+        return {"network": self.network}
+
     def decay_kernels(self):
         """The network's regularised kernels (method layers, like the reference's
         SGC, carry no weight decay)."""

@@ -8,14 +8,17 @@ TensorBoard summaries, and a stop on non-finite losses.
   resumes at the saved step with the learning-rate schedule where it was.
 * A non-finite loss stops training with ``NonFiniteLossError`` naming the
   step; nothing is saved after it, so the last good checkpoint stays the latest.
-* Only the chief writes checkpoints and summaries (``core.distribute``).
+* Only the chief writes checkpoints and summaries (``core.distribute``); every
+  worker restores from ``train_logdir``, which must be a shared file system
+  (e.g. a bucket) when workers run on several machines. Checkpoints hold the
+  network, the method's layers and the optimizer, not metric trackers, so
+  saving involves no collective operation.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 
 import keras
@@ -31,12 +34,12 @@ class NonFiniteLossError(RuntimeError):
 
 
 def make_checkpoint(trainer: keras.Model, optimizer) -> tf.train.Checkpoint:
-    return tf.train.Checkpoint(trainer=trainer, optimizer=optimizer)
+    return tf.train.Checkpoint(optimizer=optimizer, **trainer.checkpoint_items())
 
 
 def network_checkpoint(network: keras.Model) -> tf.train.Checkpoint:
     """A checkpoint object that restores only the network from a training checkpoint."""
-    return tf.train.Checkpoint(trainer=tf.train.Checkpoint(network=network))
+    return tf.train.Checkpoint(network=network)
 
 
 class CheckpointSaver(keras.callbacks.Callback):
@@ -191,12 +194,6 @@ def restore_or_initialize(checkpoint, manager, initialize_fn=None) -> str:
     return "starting from random initialisation"
 
 
-def cleanup_worker_dir(path: str):
-    """Removes a non-chief worker's scratch directory."""
-    if not distribute.is_chief() and os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def latest_checkpoint(logdir: str) -> str | None:
     return tf.train.latest_checkpoint(logdir)
 
@@ -216,14 +213,10 @@ def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_ste
     """
     optimizer = trainer.optimizer
     checkpoint = make_checkpoint(trainer, optimizer)
-    write_dir = distribute.worker_dir(logdir)
-    manager = tf.train.CheckpointManager(checkpoint, write_dir, max_to_keep=max_to_keep)
-    if write_dir != logdir and tf.train.latest_checkpoint(logdir):
-        # A non-chief worker resumes from the chief's checkpoint.
-        checkpoint.restore(tf.train.latest_checkpoint(logdir)).assert_existing_objects_matched()
-        message = f"resumed from {tf.train.latest_checkpoint(logdir)}"
-    else:
-        message = restore_or_initialize(checkpoint, manager, initialize_fn)
+    # Every worker restores from logdir (a shared file system on a cluster);
+    # only the chief writes there.
+    manager = tf.train.CheckpointManager(checkpoint, logdir, max_to_keep=max_to_keep)
+    message = restore_or_initialize(checkpoint, manager, initialize_fn)
     start = int(optimizer.iterations.numpy())
     logging.info("%s; step %d of %d", message, start, total_steps)
     if verbose:
@@ -236,9 +229,10 @@ def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_ste
 
     writer = tf.summary.create_file_writer(os.path.join(logdir, "train")) \
         if distribute.is_chief() else None
+    chief = distribute.is_chief()
     saver = CheckpointSaver(manager, step_fn, save_interval_secs)
-    callbacks = [NonFiniteLossGuard(step_fn, saver), saver,
-                 ProgressLogger(total_steps, log_steps, step_fn, writer, verbose=verbose)]
+    callbacks = [NonFiniteLossGuard(step_fn, saver)] + ([saver] if chief else []) + [
+        ProgressLogger(total_steps, log_steps, step_fn, writer, verbose=verbose and chief)]
     if writer is not None and colormap is not None and sample_batch is not None:
         callbacks.append(ImageSummaries(sample_batch, writer, np.asarray(colormap), step_fn,
                                         save_summaries_secs))
@@ -248,7 +242,7 @@ def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_ste
     finally:
         if writer is not None:
             writer.flush()
-    saver.save()
-    cleanup_worker_dir(write_dir)
+    if chief:
+        saver.save()
     return int(step_fn())
 

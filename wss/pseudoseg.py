@@ -78,7 +78,8 @@ class PseudoSegTrainer(SegmentationTrainer):
                  soft_pseudo_label=True, pseudo_label_threshold=0.0, unlabeled_weight=1.0,
                  temperature=0.5, pseudo_src="avg", logit_norm=True, fusion_gamma=0.5,
                  use_attention=True, attention_dim=128, hypercolumn_endpoints=None,
-                 weak_view_bn="training", **kwargs):
+                 weak_view_bn="training", sgc_batch_norm_decay=0.999,
+                 sync_batch_norm=False, **kwargs):
         if pseudo_src not in fusion.PSEUDO_SOURCES:
             raise ValueError(f"pseudo_src must be one of {fusion.PSEUDO_SOURCES}, "
                              f"got {pseudo_src!r}")
@@ -112,8 +113,10 @@ class PseudoSegTrainer(SegmentationTrainer):
         spec = network.backbone_spec
         self.gradcam_endpoint = spec.output_endpoint
         self.hypercolumn_endpoints = tuple(hypercolumn_endpoints or spec.hypercolumn_endpoints)
-        self.sgc = SelfAttentionGradCAM(num_classes, attention_dim, name="sgc") \
-            if use_attention else None
+        self.sgc = SelfAttentionGradCAM(num_classes, attention_dim,
+                                        batch_norm_decay=sgc_batch_norm_decay,
+                                        synchronized=sync_batch_norm,
+                                        name="sgc") if use_attention else None
 
     # -- pieces ---------------------------------------------------------------
 
@@ -123,6 +126,12 @@ class PseudoSegTrainer(SegmentationTrainer):
             outputs = self.network(sample_images, training=False)
             self.sgc.build([outputs["endpoints"][n].shape for n in self.hypercolumn_endpoints])
         super().prepare(sample_images)
+
+    def checkpoint_items(self):
+        items = super().checkpoint_items()
+        if self.sgc is not None:
+            items["sgc"] = self.sgc
+        return items
 
     def cams(self, outputs, image_labels):
         """Normalised Grad-CAMs of a network output (head in inference mode)."""

@@ -30,7 +30,8 @@ MASKED_LOGIT = -1e9
 class SelfAttentionGradCAM(keras.layers.Layer):
     """C-class SGC logits from hypercolumn features and a normalised CAM."""
 
-    def __init__(self, num_classes: int, attention_dim: int = 128, **kwargs):
+    def __init__(self, num_classes: int, attention_dim: int = 128,
+                 batch_norm_decay: float = 0.999, synchronized: bool = False, **kwargs):
         kwargs.setdefault("dtype", "float32")  # attention and softmax in float32
         super().__init__(**kwargs)
         self.num_classes = num_classes
@@ -43,7 +44,8 @@ class SelfAttentionGradCAM(keras.layers.Layer):
                                               name="pixel_normalization",
                                               dtype=self.dtype_policy)
         # slim.batch_norm's defaults in the reference: no scale, decay 0.999, eps 1e-3.
-        self.norm = keras.layers.BatchNormalization(momentum=0.999, epsilon=1e-3, scale=False,
+        self.norm = keras.layers.BatchNormalization(momentum=batch_norm_decay, epsilon=1e-3,
+                                                    scale=False, synchronized=synchronized,
                                                     name="pixel_normalization.BatchNorm",
                                                     dtype=self.dtype_policy)
 

@@ -53,7 +53,8 @@ def _initializer():
     return keras.initializers.get(_INITIALIZER)
 
 
-def mobilenet_v2(images, output_stride: int, multi_grid=None, sync_batch_norm=False):
+def mobilenet_v2(images, output_stride: int, multi_grid=None, sync_batch_norm=False,
+                batch_norm_decay=None):
     """Builds MobileNetV2 on preprocessed images.
 
     Returns ``(features, endpoints)``: ``layer_18`` (320 channels at
@@ -61,7 +62,7 @@ def mobilenet_v2(images, output_stride: int, multi_grid=None, sync_batch_norm=Fa
     """
     if multi_grid:
         raise ValueError("multi_grid is not defined for mobilenet_v2 (DeepLab has none)")
-    bn = BatchNormConfig(**BATCH_NORM, synchronized=sync_batch_norm)
+    bn = BatchNormConfig.for_part(BATCH_NORM, sync_batch_norm, batch_norm_decay)
     schedule = AtrousSchedule(output_stride)
     endpoints = {}
     stride, rate = schedule.next_unit(2)

@@ -79,7 +79,8 @@ def _bottleneck(x, scope, depth, depth_bottleneck, stride, rate, bn, endpoints):
 
 
 def resnet_v1_beta(images, variant: str, output_stride: int, multi_grid=None,
-                   sync_batch_norm=False):
+                   sync_batch_norm=False,
+                batch_norm_decay=None):
     """Builds ResNet-50/101 v1 beta on preprocessed images.
 
     Returns ``(features, endpoints)``: the ``block4`` output (2048 channels at
@@ -88,7 +89,7 @@ def resnet_v1_beta(images, variant: str, output_stride: int, multi_grid=None,
     if variant not in UNITS:
         raise ValueError(f"unknown ResNet variant {variant!r}; expected one of {sorted(UNITS)}")
     scope = scope_of(variant)
-    bn = BatchNormConfig(**BATCH_NORM, synchronized=sync_batch_norm)
+    bn = BatchNormConfig.for_part(BATCH_NORM, sync_batch_norm, batch_norm_decay)
     multi_grid = tuple(multi_grid) if multi_grid else (1, 1, 1)
     endpoints = {}
     all_endpoints = {}

@@ -104,13 +104,14 @@ def _xception_module(
     return out
 
 
-def xception_65(images, output_stride: int, multi_grid=None, sync_batch_norm=False):
+def xception_65(images, output_stride: int, multi_grid=None, sync_batch_norm=False,
+                batch_norm_decay=None):
     """Builds Xception-65 on preprocessed images.
 
     Returns ``(features, endpoints)``: the last feature map (2048 channels at
     ``output_stride``) and a dict from DeepLab endpoint names to tensors.
     """
-    bn = BatchNormConfig(**BATCH_NORM, synchronized=sync_batch_norm)
+    bn = BatchNormConfig.for_part(BATCH_NORM, sync_batch_norm, batch_norm_decay)
     unit_rates_exit2 = tuple(multi_grid) if multi_grid else (1, 1, 1)
     if len(unit_rates_exit2) != 3:
         raise ValueError(f"multi_grid must have 3 entries for Xception, got {multi_grid}")
