@@ -1,0 +1,409 @@
+"""PseudoSegTrainer (wss/pseudoseg.py): gradients, the monitor masks, weakly mode,
+the L_u normalisation against numpy, and short fits (DeepLab and a tiny
+non-DeepLab network).
+
+Networks are built with ``use_dropout=False`` so that two ``compute_losses``
+calls with the same weights and batch-norm state are deterministic.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import wss.pseudoseg as pseudoseg_lib
+from core.deeplab import BackboneSpec, build_model
+from wss.pseudoseg import PseudoSegTrainer
+
+C = 4
+B = 2
+H = 33
+IGNORE = 255
+LOSS_TERMS = ("loss_seg", "loss_cls", "loss_sgc", "loss_consistency")
+
+
+# -- data -----------------------------------------------------------------------
+
+def structured(rng):
+    """Labels with large regions and images whose colour follows the label."""
+    label = np.zeros((B, H, H, 1), np.int32)
+    label[:, :, H // 2:] = 1
+    label[:, H // 2:, :H // 2] = 2
+    label[1, :H // 3] = 3
+    colors = np.array([[30, 30, 30], [200, 40, 40], [40, 200, 40], [40, 40, 200]], np.float32)
+    image = colors[label[..., 0]] + rng.normal(0, 20, (B, H, H, 3))
+    return label, np.clip(image, 0, 255).astype(np.float32)
+
+
+def make_batch(seed=0):
+    rng = np.random.default_rng(seed)
+    label, image = structured(rng)
+    monitor_label, weak = structured(rng)
+    weak = weak[:, :, ::-1].copy()
+    monitor_label = monitor_label[:, :, ::-1].copy()
+    valid = np.ones((B, H, H, 1), np.float32)
+    valid[:, -6:] = 0.0           # padding: logit rows 7, 8 (of 9)
+    valid[1, :, -10:] = 0.0       # and columns 7, 8 of image 1
+    label[:, -6:] = IGNORE
+    strong_valid = valid.copy()
+    strong_valid[:, 6:18, 10:22] = 0.0  # CutOut
+    strong = np.clip(weak * 0.7 + 30 + rng.normal(0, 10, weak.shape), 0, 255).astype(np.float32)
+    strong[strong_valid[..., 0] == 0] = 127.0
+    strong[valid[..., 0] == 0] = 127.0
+    presence = np.array([[1, 1, 0], [1, 1, 1]], np.float32)
+    return {
+        "labeled": {"image": image, "label": label, "valid_mask": valid,
+                    "class_presence": presence},
+        "unlabeled": {"weak_image": weak, "strong_image": strong, "valid_mask": valid,
+                      "strong_valid_mask": strong_valid, "monitor_label": monitor_label,
+                      "image_labels": np.array([[0, 1, 1], [1, 0, 0]], np.float32)},
+    }
+
+
+def as_tensors(batch):
+    return tf.nest.map_structure(tf.constant, batch)
+
+
+# -- numpy ----------------------------------------------------------------------
+
+def np_nearest_align_corners(x, size):
+    def axis(in_size, out_size):
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        return np.minimum(np.floor(np.arange(out_size) * scale + 0.5).astype(int), in_size - 1)
+    return x[:, axis(x.shape[1], size[0])][:, :, axis(x.shape[2], size[1])]
+
+
+def np_log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def np_sigmoid_cross_entropy(logits, targets):
+    x = logits.astype(np.float64)
+    return np.mean(np.maximum(x, 0) - x * targets + np.log1p(np.exp(-np.abs(x))))
+
+
+def is_zero(g):
+    return g is None or not np.any(tf.convert_to_tensor(g).numpy())
+
+
+# -- networks -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def network():
+    keras.utils.set_random_seed(0)
+    net = build_model("mobilenet_v2", C, use_dropout=False)
+    net(np.zeros((1, H, H, 3), np.float32), training=False)
+    return net
+
+
+@pytest.fixture(autouse=True)
+def restore_network(request):
+    """Every test sees the same weights and batch-norm statistics."""
+    if "network" not in request.fixturenames:
+        yield
+        return
+    net = request.getfixturevalue("network")
+    saved = [v.numpy() for v in net.variables]
+    yield
+    for v, value in zip(net.variables, saved):
+        v.assign(value)
+
+
+def make_trainer(net, **kwargs):
+    trainer = PseudoSegTrainer(net, C, IGNORE, **kwargs)
+    trainer.prepare(np.zeros((1, H, H, 3), np.float32))
+    return trainer
+
+
+class Snapshot:
+    """Saves and restores every variable of a trainer (weights and BN statistics)."""
+
+    def __init__(self, trainer):
+        self.variables = list(trainer.variables)
+        self.values = [v.numpy() for v in self.variables]
+
+    def restore(self):
+        for v, value in zip(self.variables, self.values):
+            v.assign(value)
+
+
+# -- gradients ------------------------------------------------------------------
+
+def test_pseudo_label_carries_no_gradient(network):
+    trainer = make_trainer(network)
+    batch = as_tensors(make_batch())
+    weak = batch["unlabeled"]["weak_image"]
+    strong = batch["unlabeled"]["strong_image"]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([weak, strong])
+        total, terms, _ = trainer.compute_losses(batch)
+    # The weak view reaches the losses only through the pseudo label.
+    assert is_zero(tape.gradient(terms["loss_consistency"], weak))
+    assert is_zero(tape.gradient(total, weak))
+    # The SGC layer reaches L_u only through the pseudo label.
+    for g in tape.gradient(terms["loss_consistency"], trainer.sgc.trainable_variables):
+        assert is_zero(g)
+    # Positive controls: the strong view and the network do get gradient.
+    assert not is_zero(tape.gradient(terms["loss_consistency"], strong))
+    assert any(not is_zero(g) for g in
+               tape.gradient(terms["loss_consistency"], network.trainable_variables))
+
+
+def test_weakly_mode_l_u_has_no_gradient_into_the_weak_view(network):
+    trainer = make_trainer(network, weakly=True)
+    batch = as_tensors(make_batch())
+    weak = batch["unlabeled"]["weak_image"]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(weak)
+        _, terms, _ = trainer.compute_losses(batch)
+    assert is_zero(tape.gradient(terms["loss_consistency"], weak))
+    # L_x does come from the weak view here (positive control).
+    assert not is_zero(tape.gradient(terms["loss_cls"], weak))
+
+
+def test_l_sa_trains_only_the_sgc_layer(network):
+    trainer = make_trainer(network)
+    batch = as_tensors(make_batch())
+    with tf.GradientTape(persistent=True) as tape:
+        _, terms, _ = trainer.compute_losses(batch)
+    for v, g in zip(network.trainable_variables,
+                    tape.gradient(terms["loss_sgc"], network.trainable_variables)):
+        assert is_zero(g), v.path
+    gradients = tape.gradient(terms["loss_sgc"], trainer.sgc.trainable_variables)
+    assert gradients and all(not is_zero(g) for g in gradients)
+
+
+# -- the monitor masks never reach a loss ----------------------------------------
+
+def test_scrambled_monitor_labels_leave_every_loss_unchanged(network):
+    trainer = make_trainer(network)
+    snapshot = Snapshot(trainer)
+    batch = make_batch()
+    scrambled = make_batch()
+    rng = np.random.default_rng(9)
+    scrambled["unlabeled"]["monitor_label"] = rng.integers(
+        0, C, scrambled["unlabeled"]["monitor_label"].shape).astype(np.int32)
+    missing = make_batch()
+    del missing["unlabeled"]["monitor_label"]
+
+    results = []
+    for b in (batch, scrambled, missing):
+        snapshot.restore()  # the same weights and moving statistics for every call
+        total, terms, extras = trainer.compute_losses(as_tensors(b))
+        results.append((float(total), {k: float(v) for k, v in terms.items()},
+                        {k: float(v) for k, v in extras.items()}))
+    assert set(results[0][1]) == set(LOSS_TERMS)
+    for total, terms, _ in results[1:]:
+        assert total == pytest.approx(results[0][0], rel=1e-6, abs=1e-7)
+        for name in LOSS_TERMS:
+            assert terms[name] == pytest.approx(results[0][1][name], rel=1e-6, abs=1e-7), name
+    # The monitors did read the scrambled masks (so the scramble was effective).
+    monitors = ("acc_weak", "acc_pseudo", "acc_strong")
+    assert any(abs(results[0][2][m] - results[1][2][m]) > 1e-3 for m in monitors)
+    assert not any(m in results[2][2] for m in monitors)
+
+
+# -- weakly mode ------------------------------------------------------------------
+
+@pytest.mark.parametrize("weakly", [True, False])
+def test_cam_class_mask_comes_from_image_labels_in_weakly_mode(network, monkeypatch, weakly):
+    # Make the classifier predict every class (sigmoid(30) >= 0.5), so that
+    # predictions and the given image-level labels disagree.
+    conv = network.classification_head.conv
+    conv.bias.assign(conv.bias + 30.0)
+    trainer = make_trainer(network, weakly=weakly)
+    calls = []
+    original = pseudoseg_lib.grad_cam_from_features
+
+    def spy(head, features, image_labels):
+        cams, logits = original(head, features, image_labels)
+        calls.append((np.asarray(image_labels), cams.numpy()))
+        return cams, logits
+
+    monkeypatch.setattr(pseudoseg_lib, "grad_cam_from_features", spy)
+    batch = make_batch()
+    given = np.array([[0, 1, 0], [0, 0, 0]], np.float32)
+    batch["unlabeled"]["image_labels"] = given
+    _, terms, _ = trainer.compute_losses(as_tensors(batch))
+
+    assert len(calls) == 2  # labeled CAM (for L_sa), then the weak-view CAM
+    np.testing.assert_array_equal(calls[0][0], batch["labeled"]["class_presence"])
+    labels, cams = calls[1]
+    if weakly:
+        np.testing.assert_array_equal(labels, given)
+        assert np.all(cams[1] == 0)              # no class given: the SGC input CAM is 0
+        assert np.all(cams[0][..., [0, 2]] == 0)
+        assert cams[0][..., 1].max() == pytest.approx(1.0)
+        # L_x targets are the image-level labels, on the weak view's logits.
+        snapshot = Snapshot(trainer)
+        logits = network(batch["unlabeled"]["weak_image"], training=True)["cls_logits"].numpy()
+        snapshot.restore()
+        assert terms["loss_cls"].numpy() == pytest.approx(
+            np_sigmoid_cross_entropy(logits, given), rel=1e-5)
+    else:
+        np.testing.assert_array_equal(labels, np.ones((B, C - 1)))  # the predictions
+        assert np.all(cams.max(axis=(1, 2)) > 0)
+        logits = network(batch["labeled"]["image"], training=True)["cls_logits"].numpy()
+        assert terms["loss_cls"].numpy() == pytest.approx(
+            np_sigmoid_cross_entropy(logits, batch["labeled"]["class_presence"]), rel=1e-5)
+
+
+# -- L_u against numpy ------------------------------------------------------------
+
+@pytest.mark.parametrize("soft,use_threshold", [(True, False), (True, True), (False, True)])
+def test_consistency_loss_normalisation(network, soft, use_threshold):
+    """L_u = w_u * sum_{valid} CE(y, strong) / #non-padding pixels, with y the
+    decoder-only pseudo label of the weak view (pseudo_src='decoder')."""
+    weight, temperature = 0.5, 0.5
+    trainer = make_trainer(network, pseudo_src="decoder", soft_pseudo_label=soft,
+                           unlabeled_weight=weight, temperature=temperature)
+    snapshot = Snapshot(trainer)
+    batch = make_batch()
+    u = batch["unlabeled"]
+    # Training-mode outputs use batch statistics (and there is no dropout), so
+    # they are the ones compute_losses sees whatever the moving statistics.
+    weak = network(u["weak_image"], training=True)["logits"].numpy().astype(np.float64)
+    strong = network(u["strong_image"], training=True)["logits"].numpy().astype(np.float64)
+    snapshot.restore()
+    assert weak.shape == (B, 9, 9, C)
+
+    probabilities = np.exp(np_log_softmax(weak))
+    if soft:
+        probabilities = probabilities ** (1 / temperature)
+        probabilities /= probabilities.sum(-1, keepdims=True)
+    confidence = probabilities.max(-1)
+    threshold = 0.0
+    if use_threshold:  # between two neighbouring confidences, keeping ~60%
+        ranked = np.sort(confidence.ravel())
+        k = int(0.4 * ranked.size)
+        threshold = float(ranked[k - 1] + ranked[k]) / 2
+        assert ranked[k] - ranked[k - 1] > 1e-6
+    keep = (confidence >= threshold).astype(np.float64)
+    pseudo = probabilities if soft else np.eye(C)[probabilities.argmax(-1)]
+
+    padding = np_nearest_align_corners(u["valid_mask"], (9, 9))[..., 0]
+    valid = np_nearest_align_corners(u["strong_valid_mask"], (9, 9))[..., 0] * keep
+    cross_entropy = -(pseudo * np_log_softmax(strong)).sum(-1)
+    expected = weight * (cross_entropy * valid).sum() / padding.sum()
+    # The three counts differ, so the normalisation is pinned down.
+    assert valid.sum() < padding.sum() < padding.size
+
+    trainer.pseudo_label_threshold = threshold
+    _, terms, extras = trainer.compute_losses(as_tensors(batch))
+    assert float(terms["loss_consistency"]) == pytest.approx(expected, rel=1e-5)
+    assert float(extras["kept_ratio"]) == pytest.approx(
+        (keep * padding).sum() / padding.sum(), rel=1e-6)
+
+
+# -- fits -------------------------------------------------------------------------
+
+class PerStepLogs(keras.callbacks.Callback):
+    """Each step's own values (trackers reset before every step)."""
+
+    def __init__(self):
+        super().__init__()
+        self.logs = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.reset_metrics()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.logs.append({k: float(v) for k, v in logs.items()})
+
+
+def fit_fixed_batch(trainer, steps, learning_rate):
+    """``steps`` steps of SGD with momentum on one batch; Grappler's graph
+    optimisations are turned off for the run (they cost tens of seconds on
+    this graph and change nothing that is checked)."""
+    trainer.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9))
+    trainer.optimizer.build(trainer.trainable_variables)
+    data = tf.data.Dataset.from_tensors(make_batch()).repeat()
+    callback = PerStepLogs()
+    options = tf.config.optimizer.get_experimental_options()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        trainer.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[callback])
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": options.get("disable_meta_optimizer", False)})
+    return callback.logs
+
+
+def assert_every_loss_decreases(logs, terms=LOSS_TERMS):
+    assert all(np.isfinite(v) for step in logs for v in step.values()), logs
+    for name in terms + ("loss",):
+        values = [step[name] for step in logs]
+        first, last = np.mean(values[:3]), np.mean(values[-3:])
+        assert last < first, (name, np.round(values, 4))
+
+
+def test_fit_lowers_every_loss(network):
+    keras.utils.set_random_seed(1)
+    trainer = make_trainer(network, weight_decay=4e-5)
+    logs = fit_fixed_batch(trainer, steps=15, learning_rate=0.03)
+    assert len(logs) == 15
+    assert_every_loss_decreases(logs)
+    for name in ("acc_weak", "acc_pseudo", "acc_strong", "kept_ratio", "pixel_accuracy"):
+        assert all(0.0 <= step[name] <= 1.0 for step in logs), name
+
+
+class TinyHead(keras.layers.Layer):
+    """1x1 conv + ReLU, spatial mean, Dense + ReLU, Dense: not linear in the features."""
+
+    def __init__(self, num_classes, **kwargs):
+        super().__init__(**kwargs)
+        self.mix = keras.layers.Conv2D(12, 1, activation="relu", name="mix")
+        self.hidden = keras.layers.Dense(12, activation="relu", name="hidden")
+        self.out = keras.layers.Dense(num_classes - 1, name="out")
+
+    def call(self, features, training=None):
+        return self.out(self.hidden(tf.reduce_mean(self.mix(features), axis=[1, 2])))
+
+
+class TinyNet(keras.Model):
+    """A non-DeepLab segmentation network: three strided convs, logits at stride 4,
+    hypercolumn maps at strides 4 and 8, Grad-CAM on the stride-8 map."""
+
+    def __init__(self, num_classes=C, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone_spec = BackboneSpec(
+            scope="tiny", output_endpoint="tiny/block3",
+            hypercolumn_endpoints=("tiny/block2", "tiny/block3"),
+            decoder_endpoint="tiny/block1", cls_scope="tiny/cls", cls_dropout=0.0)
+        self.conv1 = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="tiny.conv1")
+        self.bn1 = keras.layers.BatchNormalization(name="tiny.bn1")
+        self.conv2 = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="tiny.conv2")
+        self.bn2 = keras.layers.BatchNormalization(name="tiny.bn2")
+        self.conv3 = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="tiny.conv3")
+        self.seg = keras.layers.Conv2D(num_classes, 1, name="tiny.logits")
+        self.classification_head = TinyHead(num_classes, name="tiny.cls")
+
+    def call(self, images, training=False):
+        x = tf.cast(images, tf.float32) / 127.5 - 1.0
+        b1 = tf.nn.relu(self.bn1(self.conv1(x), training=training))
+        b2 = tf.nn.relu(self.bn2(self.conv2(b1), training=training))
+        b3 = self.conv3(b2)
+        up = tf.compat.v1.image.resize_bilinear(b3, tf.shape(b2)[1:3], align_corners=True)
+        return {"logits": self.seg(tf.concat([b2, up], axis=-1)),
+                "cls_logits": self.classification_head(b3, training=training),
+                "endpoints": {"tiny/block1": b1, "tiny/block2": b2, "tiny/block3": b3}}
+
+
+def test_pseudoseg_wraps_a_tiny_non_deeplab_network():
+    keras.utils.set_random_seed(2)
+    net = TinyNet()
+    trainer = make_trainer(net, attention_dim=16, weight_decay=1e-4)
+    assert trainer.gradcam_endpoint == "tiny/block3"
+    assert trainer.hypercolumn_endpoints == ("tiny/block2", "tiny/block3")
+    before = [v.numpy() for v in net.trainable_variables + trainer.sgc.trainable_variables]
+    logs = fit_fixed_batch(trainer, steps=20, learning_rate=0.05)
+    assert_every_loss_decreases(logs)
+    after = [v.numpy() for v in net.trainable_variables + trainer.sgc.trainable_variables]
+    assert all(np.any(a != b) for a, b in zip(after, before))
+    # The SGC logits of the tiny net come at its CAM resolution (stride 8).
+    outputs = net(make_batch()["labeled"]["image"], training=False)
+    cams, _ = pseudoseg_lib.grad_cam_from_features(
+        net.classification_head, outputs["endpoints"]["tiny/block3"], np.ones((B, C - 1)))
+    sgc = trainer.sgc_logits(outputs, cams, make_batch()["labeled"]["valid_mask"], False)
+    assert sgc.shape == (B, 5, 5, C) and np.isfinite(sgc.numpy()).all()
