@@ -99,6 +99,15 @@ class SegmentationTrainer(keras.Model):
         and would make saving a collective operation under multi-worker training)."""
         return {"network": self.network}
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras's hook pulls a batch off the iterator to build layers
+        symbolically, which skips that batch and, under MultiWorkerMirroredStrategy,
+        fails to reduce nested batch dicts. ``prepare`` and ``optimizer.build``
+        have built everything, so there is nothing to do."""
+        if not self.built or self.optimizer is None or not self.optimizer.built:
+            raise RuntimeError("call prepare(sample_images) and optimizer.build("
+                               "trainable_variables) before fit")
+
     def decay_kernels(self):
         """The network's regularised kernels (method layers, like the reference's
         SGC, carry no weight decay)."""
@@ -141,7 +150,14 @@ class SegmentationTrainer(keras.Model):
         logged["learning_rate"] = learning_rate
         for name, value in logged.items():
             self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras reduces the logs of multi-worker runs along axis 0
+            # (reduce_per_replica in keras/src/backend/tensorflow/trainer.py),
+            # which scalars do not have. The values are global, so any
+            # reduction of them is the value itself.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def current_learning_rate(self):
         lr = self.optimizer.learning_rate

@@ -29,6 +29,11 @@ from absl import logging
 from core import distribute
 
 
+def as_float(value) -> float:
+    """A logged value (scalar, or shape [1] under multi-worker training) as a float."""
+    return float(np.asarray(value).reshape(-1)[0])
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised when a training step produced a NaN or Inf loss."""
 
@@ -76,7 +81,7 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
         self.saver = saver
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = float((logs or {}).get("loss", 0.0))
+        loss = as_float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
             if self.saver is not None:
                 self.saver.failed = True
@@ -114,7 +119,7 @@ class ProgressLogger(keras.callbacks.Callback):
         step = int(self.step_fn())
         if step % self.log_steps and step != self.total_steps:
             return
-        logs = {k: float(v) for k, v in (logs or {}).items()}
+        logs = {k: as_float(v) for k, v in (logs or {}).items()}
         done = step - self._start_step
         seconds_per_step = (time.monotonic() - self._start) / max(done, 1)
         if self._bar is not None:
@@ -161,10 +166,13 @@ class ImageSummaries(keras.callbacks.Callback):
         self.interval_secs = interval_secs
         self.max_images = max_images
         self._last = -float("inf")
+        self._summary_fn = None
 
     def write(self):
         step = int(self.step_fn())
-        images = self.model.summary_images(self.sample_batch)
+        if self._summary_fn is None:  # traced once, not on every call
+            self._summary_fn = tf.function(self.model.summary_images)
+        images = self._summary_fn(self.sample_batch)
         with self.writer.as_default(step=step):
             for name, value in images.items():
                 value = np.asarray(value)[: self.max_images]
@@ -244,5 +252,21 @@ def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_ste
             writer.flush()
     if chief:
         saver.save()
+    if verbose:
+        print(f"final weights digest: {weights_digest(trainer)}", flush=True)
     return int(step_fn())
+
+
+def weights_digest(trainer) -> str:
+    """SHA-256 of every checkpointed weight, in path order: equal on all workers
+    of a correct multi-worker run."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    items = trainer.checkpoint_items()
+    weights = [w for layer in items.values() for w in layer.weights]
+    for weight in sorted(weights, key=lambda w: w.path):
+        digest.update(weight.path.encode())
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()[:16]
 
