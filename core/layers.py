@@ -219,10 +219,12 @@ class ResizeBilinearLike(keras.layers.Layer):
 
 
 class SpatialMean(keras.layers.Layer):
-    """Mean over the spatial axes, keeping them (``[N, 1, 1, C]``)."""
+    """Mean over the spatial axes, keeping them (``[N, 1, 1, C]``); accumulated
+    in float32 under mixed precision (a bfloat16 sum of many positions is coarse)."""
 
     def call(self, x):
-        return tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+        return tf.cast(tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2], keepdims=True),
+                       x.dtype)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 1, 1, input_shape[3])
