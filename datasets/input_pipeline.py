@@ -41,88 +41,88 @@ DEFAULT_SHUFFLE_BUFFER = 512
 
 
 def _crop_hw(crop_size: CropSize, name: str = "crop_size") -> Tuple[int, int]:
-  """Normalises an int or (height, width) to a pair of positive ints."""
-  if isinstance(crop_size, int):
-    crop_size = (crop_size, crop_size)
-  crop_size = tuple(int(c) for c in crop_size)
-  if len(crop_size) != 2 or min(crop_size) < 1:
-    raise ValueError(f"{name} must be a positive int or (height, width), "
-                     f"got {crop_size}")
-  return crop_size
+    """Normalises an int or (height, width) to a pair of positive ints."""
+    if isinstance(crop_size, int):
+        crop_size = (crop_size, crop_size)
+    crop_size = tuple(int(c) for c in crop_size)
+    if len(crop_size) != 2 or min(crop_size) < 1:
+        raise ValueError(f"{name} must be a positive int or (height, width), "
+                         f"got {crop_size}")
+    return crop_size
 
 
 def per_replica_batch_size(batch_size: int,
                            input_context: Optional[tf.distribute.InputContext]
                            ) -> int:
-  """The batch one input pipeline produces for a GLOBAL ``batch_size``.
+    """The batch one input pipeline produces for a GLOBAL ``batch_size``.
 
-  Raises:
-    ValueError: the global batch is not divisible by the number of replicas.
-  """
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  if input_context is None:
-    return batch_size
-  replicas = input_context.num_replicas_in_sync
-  if batch_size % replicas:
-    raise ValueError(
-        f"global batch_size {batch_size} is not divisible by the "
-        f"{replicas} replicas in sync")
-  return input_context.get_per_replica_batch_size(batch_size)
+    Raises:
+      ValueError: the global batch is not divisible by the number of replicas.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if input_context is None:
+        return batch_size
+    replicas = input_context.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ValueError(
+            f"global batch_size {batch_size} is not divisible by the "
+            f"{replicas} replicas in sync")
+    return input_context.get_per_replica_batch_size(batch_size)
 
 
 def check_split_size(info: DatasetInfo, dataset_dir: str, split: str) -> int:
-  """Counts the split's records; warns when it differs from the known size.
+    """Counts the split's records; warns when it differs from the known size.
 
-  Returns:
-    The number of records.
-  """
-  count = records.count_records(dataset_dir, split)
-  expected = info.split_sizes.get(split)
-  if expected is not None and count != expected:
-    logging.warning(
-        "dataset %s split %s has %d records in %s, but the known size is %d",
-        info.name, split, count, dataset_dir, expected)
-  return count
+    Returns:
+      The number of records.
+    """
+    count = records.count_records(dataset_dir, split)
+    expected = info.split_sizes.get(split)
+    if expected is not None and count != expected:
+        logging.warning(
+            "dataset %s split %s has %d records in %s, but the known size is %d",
+            info.name, split, count, dataset_dir, expected)
+    return count
 
 
 def _record_examples(info: DatasetInfo, dataset_dir: str, split: str, *,
                      training: bool, seed: Optional[int],
                      input_context: Optional[tf.distribute.InputContext],
                      shuffle_buffer_size: int) -> tf.data.Dataset:
-  """Parsed records of a split: sharded, and for training shuffled, repeated.
+    """Parsed records of a split: sharded, and for training shuffled, repeated.
 
-  Each input pipeline reads every n-th file, or, with fewer files than
-  pipelines, every n-th record of the same (unshuffled) file sequence, so the
-  pipelines see disjoint examples; records are shuffled after sharding.
-  """
-  files = records.split_files(dataset_dir, split)
-  dataset = tf.data.Dataset.from_tensor_slices(files)
-  shard_records = False
-  num_files = len(files)
-  if input_context is not None and input_context.num_input_pipelines > 1:
-    pipelines = input_context.num_input_pipelines
-    if num_files >= pipelines:
-      dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
-      num_files = len(files[input_context.input_pipeline_id::pipelines])
-    else:
-      shard_records = True
-  if training:
-    if not shard_records:  # record sharding needs the same order everywhere
-      dataset = dataset.shuffle(num_files, seed=seed,
-                                reshuffle_each_iteration=True)
-    dataset = dataset.repeat()
-  dataset = dataset.interleave(
-      tf.data.TFRecordDataset, cycle_length=min(num_files, 16),
-      block_length=1, num_parallel_calls=tf.data.AUTOTUNE)
-  if shard_records:
-    dataset = dataset.shard(input_context.num_input_pipelines,
-                            input_context.input_pipeline_id)
-  if training:
-    dataset = dataset.shuffle(shuffle_buffer_size, seed=seed,
-                              reshuffle_each_iteration=True)
-  return dataset.map(lambda s: records.parse_record(s, info.ignore_label),
-                     num_parallel_calls=tf.data.AUTOTUNE)
+    Each input pipeline reads every n-th file, or, with fewer files than
+    pipelines, every n-th record of the same (unshuffled) file sequence, so the
+    pipelines see disjoint examples; records are shuffled after sharding.
+    """
+    files = records.split_files(dataset_dir, split)
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    shard_records = False
+    num_files = len(files)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        pipelines = input_context.num_input_pipelines
+        if num_files >= pipelines:
+            dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
+            num_files = len(files[input_context.input_pipeline_id::pipelines])
+        else:
+            shard_records = True
+    if training:
+        if not shard_records:  # record sharding needs the same order everywhere
+            dataset = dataset.shuffle(num_files, seed=seed,
+                                      reshuffle_each_iteration=True)
+        dataset = dataset.repeat()
+    dataset = dataset.interleave(
+        tf.data.TFRecordDataset, cycle_length=min(num_files, 16),
+        block_length=1, num_parallel_calls=tf.data.AUTOTUNE)
+    if shard_records:
+        dataset = dataset.shard(input_context.num_input_pipelines,
+                                input_context.input_pipeline_id)
+    if training:
+        dataset = dataset.shuffle(shuffle_buffer_size, seed=seed,
+                                  reshuffle_each_iteration=True)
+    return dataset.map(lambda s: records.parse_record(s, info.ignore_label),
+                       num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def decoded_examples(info: DatasetInfo, dataset_dir: Optional[str],
@@ -130,28 +130,28 @@ def decoded_examples(info: DatasetInfo, dataset_dir: Optional[str],
                      input_context: Optional[tf.distribute.InputContext] = None,
                      shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER,
                      check_size: bool = True) -> tf.data.Dataset:
-  """Decoded examples of a split, from TFRecords or TFDS.
+    """Decoded examples of a split, from TFRecords or TFDS.
 
-  Elements: ``image`` uint8 [H,W,3], ``label`` int32 [H,W,1] (all ignore label
-  when the record has no mask), ``has_label``, ``class_labels`` int64 [n],
-  ``filename``. Training: shuffled and repeated forever.
-  """
-  if info.is_tfds:
-    from datasets import tfds_source  # pylint: disable=g-import-not-at-top
-    dataset = tfds_source.tfds_examples(
-        info, split, dataset_dir, shuffle_files=training, seed=seed,
-        input_context=input_context)
-    if training:
-      dataset = dataset.repeat().shuffle(shuffle_buffer_size, seed=seed,
-                                         reshuffle_each_iteration=True)
-    return dataset
-  if dataset_dir is None:
-    raise ValueError(f"dataset {info.name!r} needs a dataset_dir of records")
-  if check_size:
-    check_split_size(info, dataset_dir, split)
-  return _record_examples(info, dataset_dir, split, training=training,
-                          seed=seed, input_context=input_context,
-                          shuffle_buffer_size=shuffle_buffer_size)
+    Elements: ``image`` uint8 [H,W,3], ``label`` int32 [H,W,1] (all ignore label
+    when the record has no mask), ``has_label``, ``class_labels`` int64 [n],
+    ``filename``. Training: shuffled and repeated forever.
+    """
+    if info.is_tfds:
+        from datasets import tfds_source  # pylint: disable=g-import-not-at-top
+        dataset = tfds_source.tfds_examples(
+            info, split, dataset_dir, shuffle_files=training, seed=seed,
+            input_context=input_context)
+        if training:
+            dataset = dataset.repeat().shuffle(shuffle_buffer_size, seed=seed,
+                                               reshuffle_each_iteration=True)
+        return dataset
+    if dataset_dir is None:
+        raise ValueError(f"dataset {info.name!r} needs a dataset_dir of records")
+    if check_size:
+        check_split_size(info, dataset_dir, split)
+    return _record_examples(info, dataset_dir, split, training=training,
+                            seed=seed, input_context=input_context,
+                            shuffle_buffer_size=shuffle_buffer_size)
 
 
 # Distinguishes the per-example seeds of the branches, so a labeled and an
@@ -162,61 +162,61 @@ _LABELED_BRANCH, _UNLABELED_BRANCH = 0, 1
 def _with_example_seeds(dataset: tf.data.Dataset, seed: Optional[int],
                         input_context: Optional[tf.distribute.InputContext],
                         branch: int) -> tf.data.Dataset:
-  """Pairs each example with a [2] int64 seed for the stateless ops.
+    """Pairs each example with a [2] int64 seed for the stateless ops.
 
-  The first element comes from ``tf.data.Dataset.random(seed)``, the second
-  identifies the input pipeline and the branch.
-  """
-  pipeline_id = input_context.input_pipeline_id if input_context else 0
-  stream = tf.constant(pipeline_id * 2 + branch, tf.int64)
-  randoms = tf.data.Dataset.random(seed=seed)
-  return tf.data.Dataset.zip((dataset, randoms)).map(
-      lambda example, r: (example, tf.stack([r, stream])))
+    The first element comes from ``tf.data.Dataset.random(seed)``, the second
+    identifies the input pipeline and the branch.
+    """
+    pipeline_id = input_context.input_pipeline_id if input_context else 0
+    stream = tf.constant(pipeline_id * 2 + branch, tf.int64)
+    randoms = tf.data.Dataset.random(seed=seed)
+    return tf.data.Dataset.zip((dataset, randoms)).map(
+        lambda example, r: (example, tf.stack([r, stream])))
 
 
 def _finish(dataset: tf.data.Dataset, fn: Callable, batch_size: int,
             drop_remainder: bool, seed: Optional[int]) -> tf.data.Dataset:
-  """Parallel map, batch, prefetch, determinism options."""
-  dataset = dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
-  dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-  dataset = dataset.prefetch(tf.data.AUTOTUNE)
-  options = tf.data.Options()
-  options.deterministic = seed is not None
-  return dataset.with_options(options)
+    """Parallel map, batch, prefetch, determinism options."""
+    dataset = dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = seed is not None
+    return dataset.with_options(options)
 
 
 def _check_scales(min_scale_factor, max_scale_factor, scale_factor_step_size):
-  """Raises ValueError for an invalid scale range (before any tracing)."""
-  if not 0 < min_scale_factor <= max_scale_factor:
-    raise ValueError(
-        f"need 0 < min_scale_factor <= max_scale_factor, got "
-        f"{min_scale_factor}, {max_scale_factor}")
-  if scale_factor_step_size < 0:
-    raise ValueError(f"scale_factor_step_size must be >= 0, got "
-                     f"{scale_factor_step_size}")
+    """Raises ValueError for an invalid scale range (before any tracing)."""
+    if not 0 < min_scale_factor <= max_scale_factor:
+        raise ValueError(
+            f"need 0 < min_scale_factor <= max_scale_factor, got "
+            f"{min_scale_factor}, {max_scale_factor}")
+    if scale_factor_step_size < 0:
+        raise ValueError(f"scale_factor_step_size must be >= 0, got "
+                         f"{scale_factor_step_size}")
 
 
 def _pad_to_fixed(image: tf.Tensor, label: tf.Tensor, filename: tf.Tensor,
                   crop: Tuple[int, int], ignore_label: int, what: str
                   ) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-  """Pads bottom/right to exactly ``crop``; images larger than it fail.
+    """Pads bottom/right to exactly ``crop``; images larger than it fail.
 
-  Raises (at iteration time) InvalidArgumentError naming the image id, its
-  size and the crop.
-  """
-  shape = tf.shape(image)
-  check = tf.debugging.Assert(
-      (shape[0] <= crop[0]) & (shape[1] <= crop[1]),
-      [f"image larger than the {what} {crop[0]}x{crop[1]} (HxW); id, height, "
-       "width:", filename, shape[0], shape[1]])
-  with tf.control_dependencies([check]):
-    image = tf.identity(image)
-  image, label, valid = augment.pad_to_at_least(image, label, crop[0],
-                                                crop[1], ignore_label)
-  image.set_shape([crop[0], crop[1], 3])
-  label.set_shape([crop[0], crop[1], 1])
-  valid.set_shape([crop[0], crop[1], 1])
-  return image, label, valid
+    Raises (at iteration time) InvalidArgumentError naming the image id, its
+    size and the crop.
+    """
+    shape = tf.shape(image)
+    check = tf.debugging.Assert(
+        (shape[0] <= crop[0]) & (shape[1] <= crop[1]),
+        [f"image larger than the {what} {crop[0]}x{crop[1]} (HxW); id, height, "
+         "width:", filename, shape[0], shape[1]])
+    with tf.control_dependencies([check]):
+        image = tf.identity(image)
+    image, label, valid = augment.pad_to_at_least(image, label, crop[0],
+                                                  crop[1], ignore_label)
+    image.set_shape([crop[0], crop[1], 3])
+    label.set_shape([crop[0], crop[1], 1])
+    valid.set_shape([crop[0], crop[1], 1])
+    return image, label, valid
 
 
 def labeled_dataset(info: DatasetInfo,
@@ -233,53 +233,53 @@ def labeled_dataset(info: DatasetInfo,
                     input_context: Optional[tf.distribute.InputContext] = None,
                     shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER,
                     check_size: bool = True) -> tf.data.Dataset:
-  """Batches of pixel-labeled crops (keys in the module docstring).
+    """Batches of pixel-labeled crops (keys in the module docstring).
 
-  Training: random scale / pad / crop / flip, shuffled, repeated forever,
-  incomplete batches dropped. ``is_training=False``: one pass in a fixed order,
-  images padded to ``crop_size`` without augmentation (larger images raise an
-  error), last batch kept.
+    Training: random scale / pad / crop / flip, shuffled, repeated forever,
+    incomplete batches dropped. ``is_training=False``: one pass in a fixed order,
+    images padded to ``crop_size`` without augmentation (larger images raise an
+    error), last batch kept.
 
-  Args:
-    info: dataset descriptor.
-    dataset_dir: directory of the records (TFDS data_dir for tfds:NAME).
-    split: split name (files ``{split}-*``).
-    crop_size: int or (height, width).
-    batch_size: GLOBAL batch size.
-    min_scale_factor, max_scale_factor, scale_factor_step_size: random scale.
-    seed: makes the pipeline deterministic.
-    is_training: see above.
-    input_context: from ``distribute_datasets_from_function``.
-    shuffle_buffer_size: records in the shuffle buffer.
-    check_size: count the split and warn when it differs from the known size.
-  """
-  crop = _crop_hw(crop_size)
-  _check_scales(min_scale_factor, max_scale_factor, scale_factor_step_size)
-  local_batch = per_replica_batch_size(batch_size, input_context)
-  examples = decoded_examples(
-      info, dataset_dir, split, training=is_training, seed=seed,
-      input_context=input_context, shuffle_buffer_size=shuffle_buffer_size,
-      check_size=check_size)
-  examples = _with_example_seeds(examples, seed, input_context,
-                                 _LABELED_BRANCH)
+    Args:
+      info: dataset descriptor.
+      dataset_dir: directory of the records (TFDS data_dir for tfds:NAME).
+      split: split name (files ``{split}-*``).
+      crop_size: int or (height, width).
+      batch_size: GLOBAL batch size.
+      min_scale_factor, max_scale_factor, scale_factor_step_size: random scale.
+      seed: makes the pipeline deterministic.
+      is_training: see above.
+      input_context: from ``distribute_datasets_from_function``.
+      shuffle_buffer_size: records in the shuffle buffer.
+      check_size: count the split and warn when it differs from the known size.
+    """
+    crop = _crop_hw(crop_size)
+    _check_scales(min_scale_factor, max_scale_factor, scale_factor_step_size)
+    local_batch = per_replica_batch_size(batch_size, input_context)
+    examples = decoded_examples(
+        info, dataset_dir, split, training=is_training, seed=seed,
+        input_context=input_context, shuffle_buffer_size=shuffle_buffer_size,
+        check_size=check_size)
+    examples = _with_example_seeds(examples, seed, input_context,
+                                   _LABELED_BRANCH)
 
-  def process(example, example_seed):
-    image = tf.cast(example["image"], tf.float32)
-    if is_training:
-      out = augment.random_geometry(
-          image, example["label"], crop, info.ignore_label, example_seed,
-          min_scale_factor, max_scale_factor, scale_factor_step_size)
-    else:
-      image, label, valid = _pad_to_fixed(
-          image, example["label"], example["filename"], crop,
-          info.ignore_label, "crop_size")
-      out = {"image": image, "label": label, "valid_mask": valid}
-    out["class_presence"] = augment.class_presence(out["label"],
-                                                   info.num_classes)
-    return out
+    def process(example, example_seed):
+        image = tf.cast(example["image"], tf.float32)
+        if is_training:
+            out = augment.random_geometry(
+                image, example["label"], crop, info.ignore_label, example_seed,
+                min_scale_factor, max_scale_factor, scale_factor_step_size)
+        else:
+            image, label, valid = _pad_to_fixed(
+                image, example["label"], example["filename"], crop,
+                info.ignore_label, "crop_size")
+            out = {"image": image, "label": label, "valid_mask": valid}
+        out["class_presence"] = augment.class_presence(out["label"],
+                                                       info.num_classes)
+        return out
 
-  return _finish(examples, process, local_batch,
-                 drop_remainder=is_training, seed=seed)
+    return _finish(examples, process, local_batch,
+                   drop_remainder=is_training, seed=seed)
 
 
 def unlabeled_dataset(info: DatasetInfo,
@@ -301,61 +301,61 @@ def unlabeled_dataset(info: DatasetInfo,
                       input_context: Optional[tf.distribute.InputContext] = None,
                       shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER,
                       check_size: bool = True) -> tf.data.Dataset:
-  """Batches of pixel-aligned weak/strong views (keys in the module docstring).
+    """Batches of pixel-aligned weak/strong views (keys in the module docstring).
 
-  The weak view is ``random_geometry`` of the image; the strong view is the
-  same crop with colour jitter (``brightness``, ``contrast``, ``saturation``
-  factors in [1-s, 1+s], ``hue`` shift in [-hue, hue], random order; all 0
-  disables it) and one ``cutout_size`` square of mean pixels (0 disables it).
-  Records without masks work (``monitor_label`` is then all ignore label).
+    The weak view is ``random_geometry`` of the image; the strong view is the
+    same crop with colour jitter (``brightness``, ``contrast``, ``saturation``
+    factors in [1-s, 1+s], ``hue`` shift in [-hue, hue], random order; all 0
+    disables it) and one ``cutout_size`` square of mean pixels (0 disables it).
+    Records without masks work (``monitor_label`` is then all ignore label).
 
-  With ``weakly=True`` the batch also carries ``image_labels``: the record's
-  ``image/class_labels`` when present and non-empty, else the classes of the
-  mask inside the weak crop (as the reference implementation does); no mask
-  and no labels give all zeros.
+    With ``weakly=True`` the batch also carries ``image_labels``: the record's
+    ``image/class_labels`` when present and non-empty, else the classes of the
+    mask inside the weak crop (as the reference implementation does); no mask
+    and no labels give all zeros.
 
-  Other args as in ``labeled_dataset``; always training mode (shuffled,
-  repeated, incomplete batches dropped).
-  """
-  crop = _crop_hw(crop_size)
-  _check_scales(min_scale_factor, max_scale_factor, scale_factor_step_size)
-  if cutout_size < 0:
-    raise ValueError(f"cutout_size must be >= 0, got {cutout_size}")
-  augment.check_color_jitter(brightness, contrast, saturation, hue)
-  local_batch = per_replica_batch_size(batch_size, input_context)
-  examples = decoded_examples(
-      info, dataset_dir, split, training=True, seed=seed,
-      input_context=input_context, shuffle_buffer_size=shuffle_buffer_size,
-      check_size=check_size)
-  examples = _with_example_seeds(examples, seed, input_context,
-                                 _UNLABELED_BRANCH)
+    Other args as in ``labeled_dataset``; always training mode (shuffled,
+    repeated, incomplete batches dropped).
+    """
+    crop = _crop_hw(crop_size)
+    _check_scales(min_scale_factor, max_scale_factor, scale_factor_step_size)
+    if cutout_size < 0:
+        raise ValueError(f"cutout_size must be >= 0, got {cutout_size}")
+    augment.check_color_jitter(brightness, contrast, saturation, hue)
+    local_batch = per_replica_batch_size(batch_size, input_context)
+    examples = decoded_examples(
+        info, dataset_dir, split, training=True, seed=seed,
+        input_context=input_context, shuffle_buffer_size=shuffle_buffer_size,
+        check_size=check_size)
+    examples = _with_example_seeds(examples, seed, input_context,
+                                   _UNLABELED_BRANCH)
 
-  def process(example, example_seed):
-    weak_seed, strong_seed = augment.split_seed(example_seed, 2)
-    weak = augment.random_geometry(
-        tf.cast(example["image"], tf.float32), example["label"], crop,
-        info.ignore_label, weak_seed, min_scale_factor, max_scale_factor,
-        scale_factor_step_size)
-    strong, strong_valid = augment.strong_view(
-        weak["image"], weak["valid_mask"], strong_seed, cutout_size,
-        brightness, contrast, saturation, hue)
-    out = {
-        "weak_image": weak["image"],
-        "strong_image": strong,
-        "valid_mask": weak["valid_mask"],
-        "strong_valid_mask": strong_valid,
-        "monitor_label": weak["label"],
-    }
-    if weakly:
-      class_labels = example["class_labels"]
-      out["image_labels"] = tf.cond(
-          tf.size(class_labels) > 0,
-          lambda: augment.labels_to_multi_hot(class_labels, info.num_classes),
-          lambda: augment.class_presence(weak["label"], info.num_classes))
-    return out
+    def process(example, example_seed):
+        weak_seed, strong_seed = augment.split_seed(example_seed, 2)
+        weak = augment.random_geometry(
+            tf.cast(example["image"], tf.float32), example["label"], crop,
+            info.ignore_label, weak_seed, min_scale_factor, max_scale_factor,
+            scale_factor_step_size)
+        strong, strong_valid = augment.strong_view(
+            weak["image"], weak["valid_mask"], strong_seed, cutout_size,
+            brightness, contrast, saturation, hue)
+        out = {
+            "weak_image": weak["image"],
+            "strong_image": strong,
+            "valid_mask": weak["valid_mask"],
+            "strong_valid_mask": strong_valid,
+            "monitor_label": weak["label"],
+        }
+        if weakly:
+            class_labels = example["class_labels"]
+            out["image_labels"] = tf.cond(
+                tf.size(class_labels) > 0,
+                lambda: augment.labels_to_multi_hot(class_labels, info.num_classes),
+                lambda: augment.class_presence(weak["label"], info.num_classes))
+        return out
 
-  return _finish(examples, process, local_batch, drop_remainder=True,
-                 seed=seed)
+    return _finish(examples, process, local_batch, drop_remainder=True,
+                   seed=seed)
 
 
 def eval_dataset(info: DatasetInfo,
@@ -365,38 +365,38 @@ def eval_dataset(info: DatasetInfo,
                  batch_size: int = 1,
                  input_context: Optional[tf.distribute.InputContext] = None,
                  check_size: bool = True) -> tf.data.Dataset:
-  """Evaluation batches: one pass in a fixed order, no augmentation.
+    """Evaluation batches: one pass in a fixed order, no augmentation.
 
-  With ``eval_crop_size`` every image is padded bottom/right to it (mean
-  pixel, labels with the ignore label); an image larger than the crop raises
-  InvalidArgumentError naming its id and size. Without it whole images are
-  returned, which needs ``batch_size=1``. ``height``/``width`` carry the
-  original size for un-padding.
-  """
-  crop = None if eval_crop_size is None else _crop_hw(eval_crop_size,
-                                                      "eval_crop_size")
-  local_batch = per_replica_batch_size(batch_size, input_context)
-  if crop is None and local_batch != 1:
-    raise ValueError(
-        f"whole-image evaluation (eval_crop_size=None) needs a per-replica "
-        f"batch of 1, got {local_batch}; set eval_crop_size (e.g. "
-        f"{info.eval_crop_size}) to batch padded images")
-  examples = decoded_examples(info, dataset_dir, split, training=False,
-                              input_context=input_context,
-                              check_size=check_size)
+    With ``eval_crop_size`` every image is padded bottom/right to it (mean
+    pixel, labels with the ignore label); an image larger than the crop raises
+    InvalidArgumentError naming its id and size. Without it whole images are
+    returned, which needs ``batch_size=1``. ``height``/``width`` carry the
+    original size for un-padding.
+    """
+    crop = None if eval_crop_size is None else _crop_hw(eval_crop_size,
+                                                        "eval_crop_size")
+    local_batch = per_replica_batch_size(batch_size, input_context)
+    if crop is None and local_batch != 1:
+        raise ValueError(
+            f"whole-image evaluation (eval_crop_size=None) needs a per-replica "
+            f"batch of 1, got {local_batch}; set eval_crop_size (e.g. "
+            f"{info.eval_crop_size}) to batch padded images")
+    examples = decoded_examples(info, dataset_dir, split, training=False,
+                                input_context=input_context,
+                                check_size=check_size)
 
-  def process(example):
-    image = tf.cast(example["image"], tf.float32)
-    label = example["label"]
-    shape = tf.shape(image)
-    if crop is not None:
-      image, label, _ = _pad_to_fixed(image, label, example["filename"], crop,
-                                      info.ignore_label, "eval crop")
-    return {"image": image, "label": label, "height": shape[0],
-            "width": shape[1], "filename": example["filename"]}
+    def process(example):
+        image = tf.cast(example["image"], tf.float32)
+        label = example["label"]
+        shape = tf.shape(image)
+        if crop is not None:
+            image, label, _ = _pad_to_fixed(image, label, example["filename"], crop,
+                                            info.ignore_label, "eval crop")
+        return {"image": image, "label": label, "height": shape[0],
+                "width": shape[1], "filename": example["filename"]}
 
-  dataset = examples.map(process, num_parallel_calls=tf.data.AUTOTUNE)
-  dataset = dataset.batch(local_batch).prefetch(tf.data.AUTOTUNE)
-  options = tf.data.Options()
-  options.deterministic = True
-  return dataset.with_options(options)
+    dataset = examples.map(process, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(local_batch).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    return dataset.with_options(options)

@@ -41,14 +41,14 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_distribute_datasets_from_function(tmp_path):
-  tree = fake_sources.write_folder_tree(str(tmp_path / "src"), num_images=8)
-  out = str(tmp_path / "records")
-  build_folder.convert_folder(
-      image_dir=tree.image_dir, label_dir=tree.label_dir, output_dir=out,
-      split_name="train", num_classes=5, ignore_label=5, num_shards=4)
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-  result = subprocess.run([sys.executable, "-c", SCRIPT, out], cwd=REPO,
-                          env=env, capture_output=True, text=True,
-                          timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "OK" in result.stdout
+    tree = fake_sources.write_folder_tree(str(tmp_path / "src"), num_images=8)
+    out = str(tmp_path / "records")
+    build_folder.convert_folder(
+        image_dir=tree.image_dir, label_dir=tree.label_dir, output_dir=out,
+        split_name="train", num_classes=5, ignore_label=5, num_shards=4)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    result = subprocess.run([sys.executable, "-c", SCRIPT, out], cwd=REPO,
+                            env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "OK" in result.stdout
