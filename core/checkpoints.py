@@ -22,7 +22,6 @@ import os
 from typing import Iterable
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 _CONV_NAMES = {"kernel": "weights", "bias": "biases"}

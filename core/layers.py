@@ -74,6 +74,14 @@ def _activation(x, activation: str | None, scope: str):
     raise ValueError(f"unknown activation {activation!r} at {scope}")
 
 
+def _pad_for_stride(x, kernel_size, stride, rate, explicit_padding, scope):
+    """DeepLab's padding rule: explicit ``fixed_padding`` + VALID for strided
+    convolutions with kernel > 1 (``conv2d_same``), SAME otherwise."""
+    if explicit_padding and stride > 1 and kernel_size > 1:
+        return fixed_padding(x, kernel_size, rate, scope), "valid"
+    return x, "same"
+
+
 def conv_bn(
     x,
     filters: int,
@@ -87,26 +95,11 @@ def conv_bn(
     explicit_padding: bool = True,
     kernel_initializer="glorot_uniform",
 ):
-    """Conv2D (no bias) + BatchNorm + activation, as ``slim.conv2d`` with a normalizer.
-
-    With ``explicit_padding`` and stride > 1 and kernel > 1 the input is padded
-    by ``fixed_padding`` and the convolution runs VALID (DeepLab's
-    ``conv2d_same``); otherwise SAME.
-    """
-    padding = "same"
-    if explicit_padding and stride > 1 and kernel_size > 1:
-        x = fixed_padding(x, kernel_size, rate, scope)
-        padding = "valid"
-    x = keras.layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=stride,
-        dilation_rate=rate,
-        padding=padding,
-        use_bias=False,
-        kernel_initializer=kernel_initializer,
-        name=keras_name(scope),
-    )(x)
+    """Conv2D (no bias) + BatchNorm + activation, as ``slim.conv2d`` with a normalizer."""
+    x, padding = _pad_for_stride(x, kernel_size, stride, rate, explicit_padding, scope)
+    x = keras.layers.Conv2D(filters, kernel_size, strides=stride, dilation_rate=rate,
+                            padding=padding, use_bias=False,
+                            kernel_initializer=kernel_initializer, name=keras_name(scope))(x)
     x = bn.layer(scope)(x)
     return _activation(x, activation, scope)
 
@@ -123,23 +116,13 @@ def depthwise_bn(
     explicit_padding: bool = True,
     kernel_initializer="glorot_uniform",
 ):
-    """DepthwiseConv2D (multiplier 1, no bias) + BatchNorm + activation.
-
-    Padding rule as in ``conv_bn``. The kernel is DeepLab's ``depthwise_weights``.
-    """
-    padding = "same"
-    if explicit_padding and stride > 1 and kernel_size > 1:
-        x = fixed_padding(x, kernel_size, rate, scope)
-        padding = "valid"
-    x = keras.layers.DepthwiseConv2D(
-        kernel_size,
-        strides=stride,
-        dilation_rate=rate,
-        padding=padding,
-        use_bias=False,
-        depthwise_initializer=kernel_initializer,
-        name=keras_name(scope),
-    )(x)
+    """DepthwiseConv2D (multiplier 1, no bias) + BatchNorm + activation; the
+    kernel is DeepLab's ``depthwise_weights``."""
+    x, padding = _pad_for_stride(x, kernel_size, stride, rate, explicit_padding, scope)
+    x = keras.layers.DepthwiseConv2D(kernel_size, strides=stride, dilation_rate=rate,
+                                     padding=padding, use_bias=False,
+                                     depthwise_initializer=kernel_initializer,
+                                     name=keras_name(scope))(x)
     x = bn.layer(scope)(x)
     return _activation(x, activation, scope)
 

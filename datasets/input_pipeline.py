@@ -26,14 +26,13 @@ the pipeline runs in deterministic order, so equal seeds give equal batches.
 ``batch_size / num_replicas`` examples per batch.
 """
 
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 from absl import logging
 import tensorflow as tf
 
 from datasets import augment
 from datasets import records
-from datasets.augment import MEAN_PIXEL
 from datasets.dataset_info import DatasetInfo
 
 CropSize = Union[int, Sequence[int]]

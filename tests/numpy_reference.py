@@ -1,20 +1,44 @@
-"""Plain numpy versions of operations the tests compare against."""
+"""Plain numpy (float64) versions of operations the tests compare against."""
 
 import numpy as np
 
 
-def resize_bilinear_align_corners(image, out_h, out_w):
-    """TF1 ``resize_bilinear(align_corners=True)`` of an ``[H, W, ...]`` array, in float64."""
-    image = np.asarray(image, np.float64)
-    in_h, in_w = image.shape[:2]
-    ys = np.arange(out_h) * ((in_h - 1) / (out_h - 1) if out_h > 1 else 0.0)
-    xs = np.arange(out_w) * ((in_w - 1) / (out_w - 1) if out_w > 1 else 0.0)
-    y0 = np.floor(ys).astype(int)
-    x0 = np.floor(xs).astype(int)
-    y1 = np.minimum(y0 + 1, in_h - 1)
-    x1 = np.minimum(x0 + 1, in_w - 1)
-    dy = (ys - y0).reshape((-1, 1) + (1,) * (image.ndim - 2))
-    dx = (xs - x0).reshape((1, -1) + (1,) * (image.ndim - 2))
-    top = image[y0][:, x0] * (1 - dx) + image[y0][:, x1] * dx
-    bottom = image[y1][:, x0] * (1 - dx) + image[y1][:, x1] * dx
-    return top * (1 - dy) + bottom * dy
+def resize_bilinear_align_corners(x, size):
+    """TF1 ``resize_bilinear(align_corners=True)`` of ``[N, H, W, C]``:
+    source = dst * (in - 1) / (out - 1), one interpolation matrix per axis."""
+    x = np.asarray(x, np.float64)
+
+    def weights(in_size, out_size):
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        src = np.arange(out_size) * scale
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, in_size - 1)
+        matrix = np.zeros((out_size, in_size))
+        matrix[np.arange(out_size), lo] += 1 - (src - lo)
+        matrix[np.arange(out_size), hi] += src - lo
+        return matrix
+
+    rows, cols = weights(x.shape[1], size[0]), weights(x.shape[2], size[1])
+    return np.einsum("yh,nhwc,xw->nyxc", rows, x, cols)
+
+
+def resize_nearest_align_corners(x, size):
+    """TF1 ``resize_nearest_neighbor(align_corners=True)`` of ``[N, H, W, C]``:
+    source = round(dst * (in - 1) / (out - 1))."""
+
+    def axis(in_size, out_size):
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        return np.minimum(np.floor(np.arange(out_size) * scale + 0.5).astype(int), in_size - 1)
+
+    return x[:, axis(x.shape[1], size[0])][:, :, axis(x.shape[2], size[1])]
+
+
+def softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))

@@ -12,33 +12,11 @@ import pytest
 import tensorflow as tf
 
 from wss import fusion
+from tests.numpy_reference import resize_bilinear_align_corners as np_resize_bilinear_align_corners
+from tests.numpy_reference import softmax as np_softmax
 
 C = 4
 REPO = Path(__file__).resolve().parents[1]
-
-
-def np_resize_bilinear_align_corners(x, size):
-    """TF1 ``resize_bilinear(align_corners=True)``: source = dst * (in - 1) / (out - 1)."""
-    x = np.asarray(x, np.float64)
-
-    def weights(in_size, out_size):
-        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-        src = np.arange(out_size) * scale
-        lo = np.floor(src).astype(int)
-        hi = np.minimum(lo + 1, in_size - 1)
-        matrix = np.zeros((out_size, in_size))
-        matrix[np.arange(out_size), lo] += 1 - (src - lo)
-        matrix[np.arange(out_size), hi] += src - lo
-        return matrix
-
-    rows, cols = weights(x.shape[1], size[0]), weights(x.shape[2], size[1])
-    return np.einsum("yh,nhwc,xw->nyxc", rows, x, cols)
-
-
-def np_softmax(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def np_sharpen(a, t):

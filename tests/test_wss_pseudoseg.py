@@ -12,7 +12,10 @@ import pytest
 import tensorflow as tf
 
 import wss.pseudoseg as pseudoseg_lib
-from core.deeplab import BackboneSpec, build_model
+from core.deeplab import build_model
+from tests.numpy_reference import log_softmax as np_log_softmax
+from tests.numpy_reference import resize_nearest_align_corners as np_nearest_align_corners
+from tests.tiny_network import TinyNet
 from wss.pseudoseg import PseudoSegTrainer
 
 C = 4
@@ -65,18 +68,6 @@ def as_tensors(batch):
 
 
 # -- numpy ----------------------------------------------------------------------
-
-def np_nearest_align_corners(x, size):
-    def axis(in_size, out_size):
-        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-        return np.minimum(np.floor(np.arange(out_size) * scale + 0.5).astype(int), in_size - 1)
-    return x[:, axis(x.shape[1], size[0])][:, :, axis(x.shape[2], size[1])]
-
-
-def np_log_softmax(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
 
 def np_sigmoid_cross_entropy(logits, targets):
     x = logits.astype(np.float64)
@@ -348,51 +339,9 @@ def test_fit_lowers_every_loss(network):
         assert all(0.0 <= step[name] <= 1.0 for step in logs), name
 
 
-class TinyHead(keras.layers.Layer):
-    """1x1 conv + ReLU, spatial mean, Dense + ReLU, Dense: not linear in the features."""
-
-    def __init__(self, num_classes, **kwargs):
-        super().__init__(**kwargs)
-        self.mix = keras.layers.Conv2D(12, 1, activation="relu", name="mix")
-        self.hidden = keras.layers.Dense(12, activation="relu", name="hidden")
-        self.out = keras.layers.Dense(num_classes - 1, name="out")
-
-    def call(self, features, training=None):
-        return self.out(self.hidden(tf.reduce_mean(self.mix(features), axis=[1, 2])))
-
-
-class TinyNet(keras.Model):
-    """A non-DeepLab segmentation network: three strided convs, logits at stride 4,
-    hypercolumn maps at strides 4 and 8, Grad-CAM on the stride-8 map."""
-
-    def __init__(self, num_classes=C, **kwargs):
-        super().__init__(**kwargs)
-        self.backbone_spec = BackboneSpec(
-            scope="tiny", output_endpoint="tiny/block3",
-            hypercolumn_endpoints=("tiny/block2", "tiny/block3"),
-            decoder_endpoint="tiny/block1", cls_scope="tiny/cls", cls_dropout=0.0)
-        self.conv1 = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="tiny.conv1")
-        self.bn1 = keras.layers.BatchNormalization(name="tiny.bn1")
-        self.conv2 = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="tiny.conv2")
-        self.bn2 = keras.layers.BatchNormalization(name="tiny.bn2")
-        self.conv3 = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="tiny.conv3")
-        self.seg = keras.layers.Conv2D(num_classes, 1, name="tiny.logits")
-        self.classification_head = TinyHead(num_classes, name="tiny.cls")
-
-    def call(self, images, training=False):
-        x = tf.cast(images, tf.float32) / 127.5 - 1.0
-        b1 = tf.nn.relu(self.bn1(self.conv1(x), training=training))
-        b2 = tf.nn.relu(self.bn2(self.conv2(b1), training=training))
-        b3 = self.conv3(b2)
-        up = tf.compat.v1.image.resize_bilinear(b3, tf.shape(b2)[1:3], align_corners=True)
-        return {"logits": self.seg(tf.concat([b2, up], axis=-1)),
-                "cls_logits": self.classification_head(b3, training=training),
-                "endpoints": {"tiny/block1": b1, "tiny/block2": b2, "tiny/block3": b3}}
-
-
 def test_pseudoseg_wraps_a_tiny_non_deeplab_network():
     keras.utils.set_random_seed(2)
-    net = TinyNet()
+    net = TinyNet(num_classes=C)
     trainer = make_trainer(net, attention_dim=16, weight_decay=1e-4)
     assert trainer.gradcam_endpoint == "tiny/block3"
     assert trainer.hypercolumn_endpoints == ("tiny/block2", "tiny/block3")

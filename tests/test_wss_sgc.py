@@ -7,6 +7,8 @@ import pytest
 import tensorflow as tf
 
 from wss.sgc import SelfAttentionGradCAM
+from tests.numpy_reference import resize_bilinear_align_corners as np_resize_bilinear_align_corners
+from tests.numpy_reference import resize_nearest_align_corners as np_resize_nearest_align_corners
 
 C = 5  # classes including background
 D = 16  # attention dim (small for the test)
@@ -14,37 +16,6 @@ EPS = 1e-3  # slim.batch_norm's epsilon (the reference's SGC batch norm)
 
 
 # -- numpy references -----------------------------------------------------------
-
-def np_resize_bilinear_align_corners(x, size):
-    """TF1 ``resize_bilinear(align_corners=True)``: source = dst * (in - 1) / (out - 1),
-    as one interpolation matrix per axis."""
-    x = np.asarray(x, np.float64)
-
-    def weights(in_size, out_size):
-        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-        src = np.arange(out_size) * scale
-        lo = np.floor(src).astype(int)
-        hi = np.minimum(lo + 1, in_size - 1)
-        matrix = np.zeros((out_size, in_size))
-        matrix[np.arange(out_size), lo] += 1 - (src - lo)
-        matrix[np.arange(out_size), hi] += src - lo
-        return matrix
-
-    rows, cols = weights(x.shape[1], size[0]), weights(x.shape[2], size[1])
-    return np.einsum("yh,nhwc,xw->nyxc", rows, x, cols)
-
-
-def np_resize_nearest_align_corners(x, size):
-    """TF1 ``resize_nearest_neighbor(align_corners=True)``: source = round(dst * (in-1)/(out-1))."""
-    n, h, w, k = x.shape
-    out_h, out_w = size
-
-    def axis(in_size, out_size):
-        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-        return np.minimum(np.floor(np.arange(out_size) * scale + 0.5).astype(int), in_size - 1)
-
-    return x[:, axis(h, out_h)][:, :, axis(w, out_w)]
-
 
 def np_sgc(layer, features, cam, valid_mask=None, training=False):
     """SGC logits from the method document, float64, with ``layer``'s weights."""
