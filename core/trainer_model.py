@@ -191,12 +191,18 @@ class SegmentationTrainer(keras.Model):
         logits = resize_bilinear_align_corners(tf.cast(logits, tf.float32), tf.shape(images)[1:3])
         return tf.nn.softmax(logits, axis=-1)
 
-    def summary_images(self, batch) -> dict[str, np.ndarray]:
-        """Images for TensorBoard: input, label, prediction (uint8 ``[N, H, W, 3]`` or index maps)."""
+    def summaries(self, batch):
+        """TensorBoard panels and histograms of a batch (inference mode).
+
+        Returns ``(images, histograms)``: images are RGB ``[N, H, W, 3]`` in
+        [0, 255], class-index maps ``[N, H, W, 1]`` or heat maps in [0, 1];
+        histograms are tensors of values.
+        """
         images = batch["image"]
         probabilities = self.predict_probabilities(images)
-        return {"image": images, "label": batch["label"],
-                "prediction": tf.argmax(probabilities, axis=-1, output_type=tf.int32)[..., None]}
+        panels = {"image": images, "label": batch["label"],
+                  "prediction": tf.argmax(probabilities, axis=-1, output_type=tf.int32)[..., None]}
+        return panels, {"max_probability/prediction": tf.reduce_max(probabilities, axis=-1)}
 
 
 class SupervisedSegmenter(SegmentationTrainer):

@@ -155,7 +155,8 @@ def colorize(index_map, colormap: np.ndarray):
 
 
 class ImageSummaries(keras.callbacks.Callback):
-    """Every ``interval_secs``: the trainer's ``summary_images`` on a fixed batch."""
+    """Every ``interval_secs``: the trainer's ``summaries`` (image panels and
+    histograms) on a fixed batch."""
 
     def __init__(self, sample_batch, writer, colormap, step_fn, interval_secs, max_images=3):
         super().__init__()
@@ -171,9 +172,11 @@ class ImageSummaries(keras.callbacks.Callback):
     def write(self):
         step = int(self.step_fn())
         if self._summary_fn is None:  # traced once, not on every call
-            self._summary_fn = tf.function(self.model.summary_images)
-        images = self._summary_fn(self.sample_batch)
+            self._summary_fn = tf.function(self.model.summaries)
+        images, histograms = self._summary_fn(self.sample_batch)
         with self.writer.as_default(step=step):
+            for name, values in histograms.items():
+                tf.summary.histogram(name, values)
             for name, value in images.items():
                 value = np.asarray(value)[: self.max_images]
                 if value.shape[-1] == 1 and value.dtype.kind in "iu":
@@ -213,7 +216,8 @@ def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_ste
     """Trains ``trainer`` (compiled, optimizer built) on ``dataset`` up to ``total_steps``.
 
     With ``colormap`` and a (non-distributed) ``sample_batch``, image panels
-    from ``trainer.summary_images`` go to TensorBoard every ``save_summaries_secs``.
+    and histograms from ``trainer.summaries`` go to TensorBoard every
+    ``save_summaries_secs``.
 
     Resumes from the latest checkpoint in ``logdir`` (else calls
     ``initialize_fn``), saves checkpoints, writes summaries, and saves a

@@ -42,14 +42,23 @@ def _run(args, timeout=300):
                           timeout=timeout)
 
 
-def _scalars(logdir, tag):
-    values = {}
+def _events(logdir):
     for path in glob.glob(os.path.join(logdir, "train", "events.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values[event.step] = float(tf.make_ndarray(value.tensor))
+            yield event
+
+
+def _scalars(logdir, tag):
+    values = {}
+    for event in _events(logdir):
+        for value in event.summary.value:
+            if value.tag == tag:
+                values[event.step] = float(tf.make_ndarray(value.tensor))
     return values
+
+
+def _tags(logdir):
+    return {value.tag for event in _events(logdir) for value in event.summary.value}
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +105,9 @@ def test_killed_run_resumes_and_finishes_with_the_schedule_continuing(trained):
 def test_eval_json_and_table(trained):
     logdir, _, stdout = trained
     assert "mIoU" in stdout
+    tags = _tags(str(logdir))
+    assert {"images/image", "images/label", "images/prediction",
+            "max_probability/prediction"} <= tags
     result = json.loads((logdir / "eval_val.json").read_text())
     assert 0.0 <= result["miou"] <= 1.0
     assert len(result["per_class_iou"]) == 5
@@ -186,3 +198,55 @@ def test_wrong_flags_fail_with_a_clear_message(data_dir, tmp_path, extra, messag
     result = _run(_train_args(data_dir, tmp_path, *extra))
     assert result.returncode != 0
     assert message in result.stderr, result.stderr[-2000:]
+
+
+def test_pseudoseg_run_logs_every_term_and_panel_then_exports_and_evaluates(data_dir, tmp_path):
+    result = _run(_train_args(data_dir, tmp_path, "--mode=pseudoseg", "--train_split=labeled",
+                              "--train_split_cls=unlabeled", "--cutout_size=8",
+                              "--eval_split=val", "--eval_crop_size=none", steps=3))
+    assert result.returncode == 0, result.stderr[-3000:]
+    tags = _tags(str(tmp_path))
+    for name in ("loss", "loss_seg", "loss_cls", "loss_sgc", "loss_consistency",
+                 "learning_rate", "pixel_accuracy", "acc_weak", "acc_pseudo", "acc_strong",
+                 "kept_ratio"):
+        assert f"train/{name}" in tags, name
+    for name in ("images/weak_view", "images/strong_view", "images/pseudo_label",
+                 "images/cam_max", "images/sgc_prediction", "images/weak_decoder_prediction",
+                 "max_probability/decoder", "max_probability/sgc",
+                 "max_probability/pseudo_label"):
+        assert name in tags, name
+    assert (tmp_path / "export" / "saved_model.pb").exists()
+    assert 0.0 <= json.loads((tmp_path / "eval_val.json").read_text())["miou"] <= 1.0
+
+
+def test_initial_weights_from_a_keras_file_and_from_a_deeplab_tf1_checkpoint(data_dir, tmp_path):
+    from core.checkpoints import save_deeplab_checkpoint
+    from core.deeplab import build_model
+
+    network = build_model("mobilenet_v2", 5, atrous_rates=None, decoder_output_stride=4)
+    network.save_weights(str(tmp_path / "start.weights.h5"))
+    prefix = save_deeplab_checkpoint(network, str(tmp_path / "deeplab" / "model.ckpt"))
+    keras_run = _run(_train_args(data_dir, tmp_path / "a", "--export=false",
+                                 f"--tf_initial_checkpoint={tmp_path}/start.weights.h5",
+                                 steps=1))
+    assert keras_run.returncode == 0, keras_run.stderr[-3000:]
+    assert "initialised the network from Keras weights" in keras_run.stdout
+    deeplab_run = _run(_train_args(data_dir, tmp_path / "b", "--export=false",
+                                   f"--tf_initial_checkpoint={prefix}", steps=1))
+    assert deeplab_run.returncode == 0, deeplab_run.stderr[-3000:]
+    # Everything but the last layers (logits and the classification head) loads.
+    total = len(network.weights)
+    assert f"{total - 4} variables loaded, 4 kept fresh" in deeplab_run.stdout
+
+
+def test_eval_on_two_replicas_equals_one(trained):
+    logdir, _, _ = trained
+    results = []
+    for extra in ([], ["--strategy=mirrored", "--num_cpu_replicas=2"]):
+        out = logdir / f"eval_{len(results)}.json"
+        result = _run([sys.executable, "eval.py", f"--checkpoint_dir={logdir}",
+                       "--eval_split=val", "--eval_crop_size=41,41", "--eval_batch_size=2",
+                       f"--output_json={out}", *extra])
+        assert result.returncode == 0, result.stderr[-3000:]
+        results.append(json.loads(out.read_text()))
+    np.testing.assert_array_equal(results[0]["confusion_matrix"], results[1]["confusion_matrix"])

@@ -253,11 +253,13 @@ class PseudoSegTrainer(SegmentationTrainer):
 
     # -- TensorBoard panels ---------------------------------------------------
 
-    def summary_images(self, batch):
-        """Weak and strong views, pseudo label, CAM, SGC and decoder prediction of
-        the unlabeled batch, plus the labeled input, label and prediction. All in
-        inference mode, so summaries never touch batch-norm statistics."""
-        panels = super().summary_images(batch["labeled"])
+    def summaries(self, batch):
+        """Panels: weak and strong views, pseudo label, CAM, SGC and decoder
+        prediction of the unlabeled batch, plus the labeled input, label and
+        prediction. Histograms: the max probability per pixel of each pseudo
+        source (decoder, SGC, fused label). All in inference mode, so summaries
+        never touch batch-norm statistics."""
+        panels, histograms = super().summaries(batch["labeled"])
         unlabeled = batch["unlabeled"]
         outputs = self.network(unlabeled["weak_image"], training=False)
         labels = (unlabeled["image_labels"] if self.weakly
@@ -271,7 +273,12 @@ class PseudoSegTrainer(SegmentationTrainer):
                                                  unlabeled["weak_image"])
             panels["sgc_prediction"] = argmax(fusion.resize_to(sgc_logits,
                                                                unlabeled["weak_image"]))
+            histograms["max_probability/sgc"] = tf.reduce_max(
+                tf.nn.softmax(fusion.resize_to(sgc_logits, outputs["logits"])), axis=-1)
         pseudo, _ = self.pseudo_label(outputs["logits"], sgc_logits)
+        histograms["max_probability/decoder"] = tf.reduce_max(
+            tf.nn.softmax(tf.cast(outputs["logits"], tf.float32)), axis=-1)
+        histograms["max_probability/pseudo_label"] = tf.reduce_max(pseudo, axis=-1)
         size = tf.shape(unlabeled["weak_image"])[1:3]
         panels.update({
             "weak_view": unlabeled["weak_image"],
@@ -280,4 +287,4 @@ class PseudoSegTrainer(SegmentationTrainer):
                                                                unlabeled["weak_image"])),
             "pseudo_label": resize_nearest_align_corners(argmax(pseudo), size),
         })
-        return panels
+        return panels, histograms
