@@ -81,9 +81,10 @@ flags.DEFINE_boolean("last_layers_contain_logits_only", True,
                      "Last layers = the logits (and classification head) only; false adds "
                      "ASPP and the decoder.")
 flags.DEFINE_string("tf_initial_checkpoint", None,
-                    "Initial weights: a DeepLab TF1 checkpoint (prefix or directory) or a "
-                    "Keras weights file (.weights.h5). Ignored when train_logdir already has "
-                    "a checkpoint (the run resumes instead).")
+                    "Initial weights: a DeepLab TF1 checkpoint (prefix or directory), a "
+                    "Keras weights file (.weights.h5), or keras:imagenet (mobilenet_v2 only: "
+                    "keras.applications' ImageNet weights, downloaded by Keras). Ignored when "
+                    "train_logdir already has a checkpoint (the run resumes instead).")
 flags.DEFINE_boolean("initialize_last_layer", False,
                      "Also load the last layers from tf_initial_checkpoint.")
 flags.DEFINE_float("min_scale_factor", 0.5, "Minimum random scale.")
@@ -155,6 +156,9 @@ def validate_flags(num_replicas: int):
     """Clear errors for flag combinations that cannot work."""
     from core.deeplab import MODEL_VARIANTS
 
+    if FLAGS.tf_initial_checkpoint == "keras:imagenet" and FLAGS.model_variant != "mobilenet_v2":
+        raise app.UsageError("--tf_initial_checkpoint=keras:imagenet is for "
+                             "--model_variant=mobilenet_v2 only")
     if FLAGS.model_variant not in MODEL_VARIANTS:
         raise app.UsageError(f"--model_variant={FLAGS.model_variant!r} is unknown; expected "
                              f"one of {', '.join(MODEL_VARIANTS)}")
@@ -259,6 +263,16 @@ def initial_checkpoint_loader(network):
         return None
 
     def load():
+        if path == "keras:imagenet":
+            from core.checkpoints import load_keras_mobilenet_v2
+
+            try:
+                copied = load_keras_mobilenet_v2(network)
+            except Exception as error:  # offline, or a proxy refusing the download
+                raise ValueError(
+                    f"--tf_initial_checkpoint=keras:imagenet could not get Keras's "
+                    f"MobileNetV2 ImageNet weights: {error}") from error
+            return f"initialised {copied} MobileNetV2 layers from keras.applications (ImageNet)"
         if path.endswith(".weights.h5") or path.endswith(".keras"):
             network.load_weights(path)
             return f"initialised the network from Keras weights {path}"
@@ -326,7 +340,7 @@ def main(argv):
                      max_to_keep=FLAGS.max_checkpoints_to_keep,
                      initialize_fn=initial_checkpoint_loader(network),
                      colormap=info.colormap, sample_batch=sample_batch)
-    except training.NonFiniteLossError as error:
+    except (training.NonFiniteLossError, training.InitializationError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         sys.exit(1)
     if not distribute.is_chief():

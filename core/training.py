@@ -38,6 +38,10 @@ class NonFiniteLossError(RuntimeError):
     """Raised when a training step produced a NaN or Inf loss."""
 
 
+class InitializationError(RuntimeError):
+    """Raised when the initial weights cannot be loaded (bad path, shapes, offline)."""
+
+
 def make_checkpoint(trainer: keras.Model, optimizer) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(optimizer=optimizer, **trainer.checkpoint_items())
 
@@ -201,7 +205,10 @@ def restore_or_initialize(checkpoint, manager, initialize_fn=None) -> str:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         return f"resumed from {manager.latest_checkpoint}"
     if initialize_fn is not None:
-        return initialize_fn()
+        try:
+            return initialize_fn()
+        except (OSError, ValueError) as error:
+            raise InitializationError(str(error)) from error
     return "starting from random initialisation"
 
 

@@ -193,6 +193,10 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoin
     (["--strategy=mirrored", "--num_cpu_replicas=2", "--train_batch_size=3"],
      "--train_batch_size=3 is not divisible by the 2 replicas"),
     (["--train_split=nope"], "no records for split 'nope'"),
+    (["--tf_initial_checkpoint=/nonexistent/model.ckpt", "--export=false"],
+     "checkpoint /nonexistent/model.ckpt not found"),
+    (["--tf_initial_checkpoint=keras:imagenet", "--model_variant=xception_65"],
+     "keras:imagenet is for --model_variant=mobilenet_v2 only"),
 ])
 def test_wrong_flags_fail_with_a_clear_message(data_dir, tmp_path, extra, message):
     result = _run(_train_args(data_dir, tmp_path, *extra))
@@ -237,6 +241,15 @@ def test_initial_weights_from_a_keras_file_and_from_a_deeplab_tf1_checkpoint(dat
     # Everything but the last layers (logits and the classification head) loads.
     total = len(network.weights)
     assert f"{total - 4} variables loaded, 4 kept fresh" in deeplab_run.stdout
+
+
+def test_eval_watch_evaluates_new_checkpoints_until_the_final_step(trained):
+    logdir, _, _ = trained
+    result = _run([sys.executable, "eval.py", f"--checkpoint_dir={logdir}", "--watch",
+                   "--watch_until_step=12", "--eval_crop_size=none",
+                   f"--output_json={logdir}/watch.json"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((logdir / "watch.json").read_text())["evaluated"].endswith("ckpt-12")
 
 
 def test_eval_on_two_replicas_equals_one(trained):
