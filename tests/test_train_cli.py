@@ -102,7 +102,7 @@ def test_killed_run_resumes_and_finishes_with_the_schedule_continuing(trained):
     assert "--training_number_of_steps=12" in (logdir / "flags.txt").read_text()
 
 
-def test_eval_json_and_table(trained):
+def test_eval_json_and_table(trained, data_dir):
     logdir, _, stdout = trained
     assert "mIoU" in stdout
     tags = _tags(str(logdir))
@@ -121,6 +121,15 @@ def test_eval_json_and_table(trained):
     assert cli["eval_crop_size"] == [41, 41]
     # Padding to a crop adds only ignored pixels: the same pixels are scored.
     assert np.asarray(cli["confusion_matrix"]).sum() == 4 * 40 * 40
+    saved = _run([sys.executable, "eval.py", f"--saved_model={logdir}/export",
+                  "--dataset=synthetic_shapes", f"--dataset_dir={data_dir}", "--eval_split=val",
+                  "--eval_crop_size=none", f"--output_json={logdir}/eval_saved.json"])
+    assert saved.returncode == 0, saved.stderr[-3000:]
+    # The export was written from the final weights: same predictions as the
+    # training run's own evaluation of whole images.
+    np.testing.assert_array_equal(
+        json.loads((logdir / "eval_saved.json").read_text())["confusion_matrix"],
+        result["confusion_matrix"])
 
 
 def test_saved_model_round_trip_in_a_fresh_process_equals_in_process(trained, tmp_path):
