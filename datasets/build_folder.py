@@ -176,7 +176,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
 
     def convert():
-        results = convert_folder(
+        return convert_folder(
             image_dir=FLAGS.image_dir,
             output_dir=FLAGS.output_dir,
             split_name=FLAGS.split_name,
@@ -186,15 +186,8 @@ def main(argv):
             list_file=FLAGS.list_file,
             dataset_name=FLAGS.dataset_name,
             class_names=read_class_names(FLAGS.class_names, FLAGS.num_classes),
-            split_lists=conversion.parse_split_lists(FLAGS.split_list),
-            num_shards=FLAGS.num_shards,
-            skip_bad=FLAGS.skip_bad,
-            num_workers=FLAGS.num_workers,
-            progress_every=FLAGS.progress_every,
+            **conversion.common_flag_values(),
             class_labels=FLAGS.class_labels)
-        for split, result in results.items():
-            print(f"{split}: {result.num_written} examples, "
-                  f"{len(result.skipped)} skipped")
 
     conversion.run_converter(convert)
 

@@ -268,20 +268,13 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
 
     def convert():
-        results = convert_voc(
+        return convert_voc(
             voc_root=FLAGS.voc_root,
             output_dir=FLAGS.output_dir,
             sbd_root=FLAGS.sbd_root,
             splits=FLAGS.splits,
-            split_lists=conversion.parse_split_lists(FLAGS.split_list),
-            num_shards=FLAGS.num_shards,
-            skip_bad=FLAGS.skip_bad,
-            num_workers=FLAGS.num_workers,
-            progress_every=FLAGS.progress_every,
+            **conversion.common_flag_values(),
             class_labels=FLAGS.class_labels_source if FLAGS.class_labels else None)
-        for split, result in results.items():
-            print(f"{split}: {result.num_written} examples, "
-                  f"{len(result.skipped)} skipped")
 
     conversion.run_converter(convert)
 

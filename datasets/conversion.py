@@ -329,11 +329,24 @@ def define_common_flags(default_num_shards: int) -> None:
                       "derives them from the masks when absent.")
 
 
-def run_converter(convert: Callable[[], Any]) -> None:
-    """Runs ``convert()``; bad input or arguments exit 1 with a one-line error."""
+def common_flag_values() -> Dict[str, Any]:
+    """The values of the shared flags, as keyword arguments of the converters
+    (``class_labels`` is left to each converter, whose meaning of it differs)."""
+    return dict(split_lists=parse_split_lists(flags.FLAGS.split_list),
+                num_shards=flags.FLAGS.num_shards,
+                skip_bad=flags.FLAGS.skip_bad,
+                num_workers=flags.FLAGS.num_workers,
+                progress_every=flags.FLAGS.progress_every)
+
+
+def run_converter(convert: Callable[[], Optional[Dict[str, SplitResult]]]) -> None:
+    """Runs ``convert()`` and prints the count of each split it returns; bad
+    input or arguments exit 1 with a one-line error."""
     try:
-        convert()
+        results = convert()
     except (BadInputError, ValueError, FileNotFoundError) as e:
         logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    for split, result in (results or {}).items():
+        print(f"{split}: {result.num_written} examples, {len(result.skipped)} skipped")
