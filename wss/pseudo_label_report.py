@@ -366,10 +366,13 @@ def plot_reliability(sources, path, title="", temperature=0.5):
             total = max(sum(b["count"] for b in bins), 1)
             ax.bar(lefts, accuracy, width=width, align="edge", color="tab:blue",
                    edgecolor="black", linewidth=0.5, label="accuracy")
+            # Hatched, unfilled: readable over the accuracy bar when the bin is
+            # underconfident (confidence below accuracy) as well as above it.
             ax.bar(lefts, [c - a if b["count"] else 0.0
                            for c, a, b in zip(confidence, accuracy, bins)],
-                   bottom=accuracy, width=width, align="edge", color="tab:red", alpha=0.3,
-                   edgecolor="tab:red", linewidth=0.5, label="gap to confidence")
+                   bottom=accuracy, width=width, align="edge", facecolor="none",
+                   hatch="////", edgecolor="tab:red", linewidth=0.5,
+                   label="gap to confidence")
             ax.plot([0, 1], [0, 1], "k--", linewidth=1)
             share = ax.twinx()
             share.plot([b["lower"] + width / 2 for b in bins],
