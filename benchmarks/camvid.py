@@ -74,6 +74,12 @@ RUN_TITLES = {
     "c": "(c) PseudoSeg weakly, 46 labeled + 321 image-level",
     "d": "(d) supervised, all 367 labeled (ceiling)",
     "e": "(e) = (b) with --weak_view_bn=inference",
+    "f": "(f) = (b) with --pseudo_label_threshold=0.8",
+    "g": "(g) = (b) with --pseudo_src=decoder",
+    "h": "(a) with seed 1",
+    "i": "(d) with seed 1",
+    "j": "(a) with 3000 steps",
+    "k": "(d) with 3000 steps",
 }
 
 
