@@ -61,6 +61,16 @@ def saved_model_predict_fn(loaded):
     return lambda images: serve(images=tf.cast(tf.round(images), tf.uint8))["probabilities"]
 
 
+def inside_original_extent(batch):
+    """``[N, H, W, 1]`` bool: True inside each image's original ``height`` x
+    ``width``; pixels beyond it are the eval crop's padding."""
+    shape = tf.shape(batch["label"])
+    rows = tf.range(shape[1])[None, :, None, None]
+    cols = tf.range(shape[2])[None, None, :, None]
+    return tf.logical_and(rows < tf.cast(batch["height"], tf.int32)[:, None, None, None],
+                          cols < tf.cast(batch["width"], tf.int32)[:, None, None, None])
+
+
 def evaluate(predict_fn, dataset, num_classes, ignore_label, *, eval_scales=(1.0,),
              add_flipped_images=False, strategy=None, log_every=100) -> dict:
     """Confusion matrix over ``dataset`` (``datasets.input_pipeline.eval_dataset``)."""
@@ -70,13 +80,8 @@ def evaluate(predict_fn, dataset, num_classes, ignore_label, *, eval_scales=(1.0
         probabilities = multi_scale_probabilities(predict_fn, batch["image"], eval_scales,
                                                   add_flipped_images)
         predictions = tf.argmax(probabilities, axis=-1, output_type=tf.int32)[..., None]
-        labels = tf.cast(batch["label"], tf.int32)
-        # Pixels beyond the original extent are padding: ignore them.
-        rows = tf.range(tf.shape(labels)[1])[None, :, None, None]
-        cols = tf.range(tf.shape(labels)[2])[None, None, :, None]
-        inside = tf.logical_and(rows < tf.cast(batch["height"], tf.int32)[:, None, None, None],
-                                cols < tf.cast(batch["width"], tf.int32)[:, None, None, None])
-        labels = tf.where(inside, labels, ignore_label)
+        labels = tf.where(inside_original_extent(batch), tf.cast(batch["label"], tf.int32),
+                          ignore_label)
         return metrics_lib.confusion_counts(labels, predictions, num_classes, ignore_label)
 
     @tf.function(reduce_retracing=True)

@@ -223,6 +223,7 @@ def make_predict_fn(trainer, settings, cam_labels, resolution):
     """A ``tf.function``: eval batch -> {source: distribution}, labels at the scoring size."""
     import tensorflow as tf
 
+    from core.evaluation import inside_original_extent
     from core.layers import resize_bilinear_align_corners, resize_nearest_align_corners
     from wss import fusion
     from wss.gradcam import predicted_labels
@@ -233,12 +234,8 @@ def make_predict_fn(trainer, settings, cam_labels, resolution):
     @tf.function(reduce_retracing=True)
     def predict(batch):
         images = batch["image"]
-        labels = tf.cast(batch["label"], tf.int32)
-        rows = tf.range(tf.shape(labels)[1])[None, :, None, None]
-        cols = tf.range(tf.shape(labels)[2])[None, None, :, None]
-        inside = tf.logical_and(rows < tf.cast(batch["height"], tf.int32)[:, None, None, None],
-                                cols < tf.cast(batch["width"], tf.int32)[:, None, None, None])
-        labels = tf.where(inside, labels, ignore_label)
+        inside = inside_original_extent(batch)
+        labels = tf.where(inside, tf.cast(batch["label"], tf.int32), ignore_label)
         valid = tf.cast(inside, tf.float32)
         outputs = trainer.network(images, training=False)
         decoder_logits = tf.cast(outputs["logits"], tf.float32)
