@@ -213,9 +213,16 @@ def build_trainer(network, info, crop):
                                    **common)
     from wss.pseudoseg import PseudoSegTrainer
 
-    return PseudoSegTrainer(
-        network, info.num_classes, info.ignore_label, weakly=FLAGS.weakly,
-        soft_pseudo_label=FLAGS.soft_pseudo_label,
+    return PseudoSegTrainer(network, info.num_classes, info.ignore_label,
+                            sync_batch_norm=FLAGS.sync_batch_norm, **pseudoseg_settings(),
+                            **common)
+
+
+def pseudoseg_settings():
+    """The method's settings of ``PseudoSegTrainer``, as the run config records
+    them (``wss.pseudo_label_report`` rebuilds the trainer from them)."""
+    return dict(
+        weakly=FLAGS.weakly, soft_pseudo_label=FLAGS.soft_pseudo_label,
         pseudo_label_threshold=FLAGS.pseudo_label_threshold,
         unlabeled_weight=FLAGS.unlabeled_weight, temperature=FLAGS.temperature,
         pseudo_src=FLAGS.pseudo_src, logit_norm=FLAGS.logit_norm,
@@ -223,8 +230,7 @@ def build_trainer(network, info, crop):
         attention_dim=FLAGS.attention_dim,
         hypercolumn_endpoints=FLAGS.hypercolumn_endpoints,
         weak_view_bn=FLAGS.weak_view_bn,
-        sgc_batch_norm_decay=FLAGS.batch_norm_decay or 0.999,
-        sync_batch_norm=FLAGS.sync_batch_norm, **common)
+        sgc_batch_norm_decay=FLAGS.batch_norm_decay or 0.999)
 
 
 def dataset_fn(info, crop):
@@ -330,6 +336,8 @@ def main(argv):
                                           num_classes=info.num_classes,
                                           ignore_label=info.ignore_label),
                mode=FLAGS.mode, train_crop_size=list(crop))
+    if FLAGS.mode == "pseudoseg":
+        run["pseudoseg"] = pseudoseg_settings()
     if distribute.is_chief():
         write_run_config(FLAGS.train_logdir, run, FLAGS.flags_into_string())
     try:

@@ -2,8 +2,9 @@
 
 ``<train_logdir>/run_config.json`` holds what evaluation, export and
 prediction need to rebuild the network without the training flags:
-the model arguments of ``core.deeplab.build_model`` and the dataset
-descriptor's name, directory, class count and ignore label.
+the model arguments of ``core.deeplab.build_model``, the dataset
+descriptor's name, directory, class count and ignore label, and for PseudoSeg
+runs the method settings of ``wss.pseudoseg.PseudoSegTrainer`` (``pseudoseg``).
 ``<train_logdir>/flags.txt`` holds every resolved training flag as a
 flagfile, so ``python train.py --flagfile=<train_logdir>/flags.txt`` repeats
 the run.

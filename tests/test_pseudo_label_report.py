@@ -58,16 +58,6 @@ def test_bins_are_equal_width_and_one_falls_in_the_last():
     assert stats.ece() == 0.0  # confident and right
 
 
-def test_flags_file_settings():
-    settings = report.method_settings(
-        "--mode=pseudoseg\n--weakly\n--nologit_norm\n--temperature=0.7\n--pseudo_src=att\n"
-        "--atrous_rates=2\n--atrous_rates=4\n--batch_norm_decay=0.99\n")
-    assert settings["weakly"] is True and settings["logit_norm"] is False
-    assert settings["temperature"] == 0.7 and settings["pseudo_src"] == "att"
-    assert settings["batch_norm_decay"] == 0.99 and settings["use_attention"] is True
-    assert report.method_settings("--noweakly\n")["weakly"] is False
-
-
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     from datasets import synthetic
@@ -82,6 +72,7 @@ def trained_run(tmp_path_factory):
             "--model_variant=mobilenet_v2", "--decoder_output_stride=4",
             "--train_crop_size=33,33", "--train_batch_size=2", "--cutout_size=8",
             "--training_number_of_steps=2", "--base_learning_rate=0.01", "--export=false",
+            "--temperature=0.7", "--fusion_gamma=0.6",
             "--save_summaries_secs=100000"]
     result = subprocess.run(args, cwd=REPO, env=ENV, capture_output=True, text=True,
                             timeout=300)
@@ -100,6 +91,8 @@ def test_cli_reports_every_source_with_a_reliability_diagram(trained_run, tmp_pa
     out = json.loads((tmp_path / "val.json").read_text())
     assert out["checkpoint"].endswith("ckpt-2")
     assert out["num_images"] == 3 and out["cam_labels"] == "predicted"
+    # The method settings are the run's (non-default here), not the defaults.
+    assert out["settings"]["temperature"] == 0.7 and out["settings"]["fusion_gamma"] == 0.6
     assert set(out["sources"]) == {"decoder", "sgc", "fused"}
     for source in out["sources"].values():
         assert 0.0 <= source["miou"] <= 1.0 and 0.0 <= source["ece"] <= 1.0
@@ -128,4 +121,12 @@ def test_a_supervised_run_is_refused(tmp_path):
     write_run_config(str(tmp_path), {"mode": "supervised", "model": {}, "dataset": {}},
                      "--mode=supervised\n")
     with pytest.raises(ValueError, match="PseudoSeg run"):
+        report.build_trainer(str(tmp_path))
+
+
+def test_a_run_config_without_method_settings_is_refused(tmp_path):
+    from core.run_config import write_run_config
+
+    write_run_config(str(tmp_path), {"mode": "pseudoseg", "model": {}, "dataset": {}})
+    with pytest.raises(ValueError, match="no 'pseudoseg' section"):
         report.build_trainer(str(tmp_path))

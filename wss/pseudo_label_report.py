@@ -39,9 +39,10 @@ The CAM's class mask: the classifier's own predictions (sigmoid >= 0.5),
 except for runs trained with ``--weakly``, which use image-level labels, here
 the foreground classes of each mask (``--cam_labels`` overrides).
 
-The network is rebuilt from ``<checkpoint_dir>/run_config.json`` and the
-method settings from ``flags.txt``; the checkpoint's ``network`` and ``sgc``
-entries are restored.
+The network and the method settings are rebuilt from
+``<checkpoint_dir>/run_config.json`` (its ``model`` and ``pseudoseg``
+sections, as ``train.py`` wrote them); the checkpoint's ``network`` and
+``sgc`` entries are restored.
 """
 
 from __future__ import annotations
@@ -129,84 +130,32 @@ def iou_from_confusion(confusion):
     return float(miou), iou
 
 
-def parse_flags_file(text):
-    """``{name: value}`` of an absl flagfile (``--x=v``, ``--x``, ``--nox``);
-    repeated flags collect into lists."""
-    values = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line.startswith("--"):
-            continue
-        name, eq, value = line[2:].partition("=")
-        if not eq:
-            name, value = (name[2:], False) if name.startswith("no") else (name, True)
-        if name in values and not isinstance(values[name], bool):
-            previous = values[name]
-            values[name] = (previous if isinstance(previous, list) else [previous]) + [value]
-        else:
-            values[name] = value
-    return values
-
-
-def _bool(value, default):
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    return str(value).lower() in ("1", "true", "yes")
-
-
-def method_settings(flags_text):
-    """The PseudoSeg settings of a run from its ``flags.txt``."""
-    values = parse_flags_file(flags_text or "")
-    endpoints = values.get("hypercolumn_endpoints")
-    if isinstance(endpoints, list):
-        endpoints = endpoints[-1]
-    return dict(
-        mode=values.get("mode", "pseudoseg"),
-        weakly=_bool(values.get("weakly"), False),
-        pseudo_src=values.get("pseudo_src", "avg"),
-        temperature=float(values.get("temperature", 0.5)),
-        fusion_gamma=float(values.get("fusion_gamma", 0.5)),
-        logit_norm=_bool(values.get("logit_norm"), True),
-        soft_pseudo_label=_bool(values.get("soft_pseudo_label"), True),
-        use_attention=_bool(values.get("use_attention"), True),
-        attention_dim=int(values.get("attention_dim", 128)),
-        hypercolumn_endpoints=endpoints.split(",") if endpoints else None,
-        weak_view_bn=values.get("weak_view_bn", "training"),
-        batch_norm_decay=float(values["batch_norm_decay"]) if values.get(
-            "batch_norm_decay") not in (None, "None") else None,
-    )
-
-
 # -- the model side (TensorFlow) ---------------------------------------------
 
 
 def build_trainer(checkpoint_dir, checkpoint_path=None):
-    """(trainer, run config, settings, checkpoint path) of a PseudoSeg run, restored."""
+    """(trainer, run config, settings, checkpoint path) of a PseudoSeg run, restored.
+
+    The trainer is rebuilt with the method settings ``train.py`` recorded in
+    ``run_config.json`` (its ``pseudoseg`` section)."""
     import tensorflow as tf
 
     from core import run_config, training
     from wss.pseudoseg import PseudoSegTrainer
 
     run = run_config.read_run_config(checkpoint_dir)
-    flags_path = os.path.join(checkpoint_dir, run_config.FLAGS_FILE)
-    flags_text = None
-    if tf.io.gfile.exists(flags_path):
-        with tf.io.gfile.GFile(flags_path) as f:
-            flags_text = f.read()
-    settings = method_settings(flags_text)
-    if run.get("mode", settings["mode"]) != "pseudoseg":
+    if run.get("mode") != "pseudoseg":
         raise ValueError(f"{checkpoint_dir} is a {run.get('mode')} run; the report needs a "
                          "PseudoSeg run (train.py --mode=pseudoseg) for the SGC layer")
+    if "pseudoseg" not in run:
+        raise ValueError(f"{checkpoint_dir}/{run_config.RUN_CONFIG} has no 'pseudoseg' "
+                         "section (written by an older train.py): retrain, or add the "
+                         "method settings the run used")
+    settings = dict(run["pseudoseg"])
     network = run_config.build_network(run)
     dataset = run["dataset"]
-    trainer = PseudoSegTrainer(
-        network, dataset["num_classes"], dataset["ignore_label"], weakly=settings["weakly"],
-        temperature=settings["temperature"], pseudo_src=settings["pseudo_src"],
-        logit_norm=settings["logit_norm"], fusion_gamma=settings["fusion_gamma"],
-        use_attention=settings["use_attention"], attention_dim=settings["attention_dim"],
-        hypercolumn_endpoints=settings["hypercolumn_endpoints"])
+    trainer = PseudoSegTrainer(network, dataset["num_classes"], dataset["ignore_label"],
+                               **settings)
     crop = run.get("train_crop_size") or [33, 33]
     trainer.prepare(tf.zeros((1, *crop, 3)))
     path = checkpoint_path or training.latest_checkpoint(checkpoint_dir)
