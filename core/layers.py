@@ -191,6 +191,23 @@ def resize_nearest_align_corners(images, size):
     )
 
 
+def resize_nearest_floor(images, size):
+    """Nearest-neighbour resize as TF1's ``resize_nearest_neighbor`` default
+    (align_corners=False, half_pixel_centers=False), which the reference
+    implementation uses for its valid masks and monitor labels::
+
+        source index = min(floor(dst * in / out), in - 1)
+
+    e.g. 5 -> 3 picks 0, 1, 3 (aligned corners would pick 0, 2, 4).
+    """
+    return tf.raw_ops.ResizeNearestNeighbor(
+        images=images,
+        size=tf.cast(size, tf.int32),
+        align_corners=False,
+        half_pixel_centers=False,
+    )
+
+
 class ResizeBilinearLike(keras.layers.Layer):
     """Resizes ``x`` to the spatial size of ``reference`` (bilinear, align corners)."""
 

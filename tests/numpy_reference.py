@@ -33,6 +33,19 @@ def resize_nearest_align_corners(x, size):
     return x[:, axis(x.shape[1], size[0])][:, :, axis(x.shape[2], size[1])]
 
 
+def resize_nearest_floor(x, size):
+    """TF1 ``resize_nearest_neighbor`` default (align_corners=False,
+    half_pixel_centers=False) of ``[N, H, W, C]``: source = floor(dst * in / out),
+    with the scale and product in float32 as TensorFlow computes them."""
+
+    def axis(in_size, out_size):
+        scale = np.float32(in_size) / np.float32(out_size)
+        source = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(int)
+        return np.minimum(source, in_size - 1)
+
+    return x[:, axis(x.shape[1], size[0])][:, :, axis(x.shape[2], size[1])]
+
+
 def softmax(z):
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)

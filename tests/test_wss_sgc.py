@@ -1,5 +1,7 @@
 """Self-attention Grad-CAM (wss/sgc.py) against a numpy float64 implementation
-written from the method document (step 4), using the layer's own weights."""
+written from the method document (step 4) and the reference implementation's
+masking (queries and keys; a padded query attends uniformly), using the
+layer's own weights."""
 
 import keras
 import numpy as np
@@ -9,6 +11,7 @@ import tensorflow as tf
 from wss.sgc import SelfAttentionGradCAM
 from tests.numpy_reference import resize_bilinear_align_corners as np_resize_bilinear_align_corners
 from tests.numpy_reference import resize_nearest_align_corners as np_resize_nearest_align_corners
+from tests.numpy_reference import resize_nearest_floor as np_resize_nearest_floor
 
 C = 5  # classes including background
 D = 16  # attention dim (small for the test)
@@ -27,9 +30,13 @@ def np_sgc(layer, features, cam, valid_mask=None, training=False):
     d = wk.shape[-1]
     keys, queries = hyper @ wk, hyper @ wq
     scores = queries @ keys.transpose(0, 2, 1) / np.sqrt(d)  # [N, i, j]
+    # The reference's float32 "- 1e9" makes every logit of a padded query
+    # -1e9 when |score| < 32 (float32's spacing at 1e9 is 64): uniform.
+    assert np.abs(scores).max() < 32
     if valid_mask is not None:
-        key_valid = np_resize_nearest_align_corners(valid_mask, (h, w)).reshape(n, 1, h * w) > 0
-        scores = np.where(key_valid, scores, -np.inf)
+        valid = np_resize_nearest_floor(valid_mask, (h, w)).reshape(n, h * w) > 0
+        scores = np.where(valid[:, None, :], scores, -np.inf)        # valid queries
+        scores = np.where(valid[:, :, None], scores, 0.0)            # padded queries
     scores -= scores.max(axis=-1, keepdims=True)
     attention = np.exp(scores)
     attention /= attention.sum(axis=-1, keepdims=True)
@@ -58,10 +65,10 @@ def random_inputs(seed=0, n=3):
                 rng.normal(0, 1, (n, 4, 4, 5)).astype(np.float32)]   # CAM-resolution-ish map
     cam = rng.uniform(0, 1, (n, 5, 5, C - 1)).astype(np.float32)
     cam[:, :, :, 1] = 0.0  # an absent class
-    # Image-size valid masks (17x17 -> CAM 5x5 picks rows/cols 0, 4, 8, 12, 16).
+    # Image-size valid masks (17x17 -> CAM 5x5 picks rows/cols 0, 3, 6, 10, 13).
     valid = np.ones((n, 17, 17, 1), np.float32)
-    valid[0, 11:] = 0.0          # rows 12, 16 of the CAM invalid
-    valid[1, :, 13:] = 0.0       # column 16 invalid
+    valid[0, 9:] = 0.0           # rows 10, 13 of the CAM invalid
+    valid[1, :, 13:] = 0.0       # column 13 invalid
     valid[2, 9:, 5:] = 0.0       # a corner
     return features, cam, valid
 
@@ -97,7 +104,21 @@ def test_structure_follows_the_interface():
 
 
 def test_numpy_resizes_agree_with_tf1_semantics():
-    """Sanity of the numpy helpers on hand-derived cases."""
+    """Sanity of the numpy helpers on hand-derived cases, and the floor resize
+    (TF1's default nearest) against TensorFlow on sizes of this project."""
+    from core.layers import resize_nearest_floor
+
+    x = np.arange(5, dtype=np.float64).reshape(1, 1, 5, 1)
+    # 5 -> 3: floor(0 * 5/3), floor(1 * 5/3), floor(2 * 5/3) = 0, 1, 3.
+    np.testing.assert_array_equal(np_resize_nearest_floor(x, (1, 3))[0, 0, :, 0], [0, 1, 3])
+    # 513 -> 129 (crop to stride-4 logits) picks floor(i * 3.9767), not 4 i.
+    picks = np_resize_nearest_floor(np.arange(513.0).reshape(1, 1, 513, 1), (1, 129))[0, 0, :, 0]
+    assert list(picks[:4]) == [0, 3, 7, 11] and picks[-1] == 509
+    for in_size, out_size in ((513, 129), (129, 33), (65, 17), (17, 5), (33, 9), (5, 3), (3, 7)):
+        rng = np.random.default_rng(in_size)
+        x = rng.normal(size=(1, in_size, in_size + 2, 1)).astype(np.float32)
+        ours = resize_nearest_floor(x, (out_size, out_size + 1)).numpy()
+        np.testing.assert_array_equal(ours, np_resize_nearest_floor(x, (out_size, out_size + 1)))
     x = np.arange(3, dtype=np.float64).reshape(1, 1, 3, 1)  # 0 1 2
     np.testing.assert_allclose(np_resize_bilinear_align_corners(x, (1, 5))[0, 0, :, 0],
                                [0, 0.5, 1, 1.5, 2])
@@ -158,7 +179,7 @@ def test_padded_positions_do_not_change_valid_outputs():
     features = [rng.normal(0, 1, (n, 5, 5, 6)).astype(np.float32),
                 rng.normal(0, 1, (n, 5, 5, 5)).astype(np.float32)]
     _, cam, valid = random_inputs()
-    cam_valid = np_resize_nearest_align_corners(valid, (5, 5))[..., 0] > 0  # [N, 5, 5]
+    cam_valid = np_resize_nearest_floor(valid, (5, 5))[..., 0] > 0  # [N, 5, 5]
     assert (~cam_valid).any() and cam_valid.any()
 
     changed_features = [f.copy() for f in features]
@@ -176,6 +197,28 @@ def test_padded_positions_do_not_change_valid_outputs():
     a = layer(features, cam, training=False).numpy()
     b = layer(changed_features, changed_cam, training=False).numpy()
     assert np.abs(a[cam_valid] - b[cam_valid]).max() > 1e-3
+
+
+def test_padded_queries_attend_uniformly_and_valid_ones_only_to_valid_keys():
+    layer = make_layer()
+    features, _, valid = random_inputs()
+    hyper = layer.hypercolumn(features, (5, 5))
+    mask = np_resize_nearest_floor(valid, (5, 5)).reshape(3, 25) > 0
+    weights = layer.attention(hyper, np_resize_nearest_floor(valid, (5, 5))).numpy()
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
+    for n in range(3):
+        np.testing.assert_allclose(weights[n][~mask[n]], 1.0 / 25, rtol=1e-6)
+        assert np.all(weights[n][mask[n]][:, ~mask[n]] == 0)
+        assert weights[n][mask[n]].std(axis=-1).min() > 1e-3  # not uniform
+
+
+def test_a_fresh_layer_builds_itself_when_called_like_a_keras_layer():
+    features, cam, valid = random_inputs()
+    fresh = SelfAttentionGradCAM(C, attention_dim=D)
+    out = fresh(features, cam, valid_mask=valid, training=False)
+    assert fresh.built and out.shape == (3, 5, 5, C)
+    np.testing.assert_allclose(out.numpy(), np_sgc(fresh, features, cam, valid)[0],
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_no_gradient_into_features_or_cam_but_into_own_weights():

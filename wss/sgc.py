@@ -2,13 +2,22 @@
 
 With the hypercolumn H (the two deepest backbone maps, resized bilinearly
 with aligned corners to the CAM's size, concatenated, no gradient into the
-backbone) and the normalised CAM (``[N, h, w, C-1]``, no gradient)::
+backbone), the normalised CAM (``[N, h, w, C-1]``, no gradient) and the valid
+mask v (1 on real pixels, resized nearest to the CAM's size)::
 
     k_j = W_k H_j,  q_i = W_q H_i                       (1x1 convs, no bias, d = 128)
-    a_ij = softmax_j( q_i . k_j / sqrt(d) )             (padded key positions masked out)
+    s_ij = q_i . k_j / sqrt(d) - 1e9 (1 - v_i v_j)      (float32)
+    a_ij = softmax_j(s_ij)
     m_i  = CAM_i + sum_j a_ij CAM_j                     (skip connection)
     m_i  = [2 - max_c m_i,c ; m_i]                      (background channel prepended)
     SGC  = BN( W_c m )                                  (1x1 conv to C, no bias, batch norm)
+
+The mask is the reference implementation's (``compute_self_att_v2``): it
+masks queries as well as keys. A valid query attends to valid keys only; a
+padded query has every logit lowered by 1e9, which float32 rounds to -1e9
+for |q.k/sqrt(d)| < 32, so it attends uniformly to all positions. The mask
+is resized with ``resize_nearest_floor`` (TF1's default nearest resize, as
+the reference).
 
 The layer's weights are trained only through L_sa on the labeled batch.
 Sublayer names follow the reference's variable scopes (``hyper_column/key``,
@@ -22,7 +31,7 @@ import math
 import keras
 import tensorflow as tf
 
-from core.layers import resize_bilinear_align_corners, resize_nearest_align_corners
+from core.layers import resize_bilinear_align_corners, resize_nearest_floor
 
 MASKED_LOGIT = -1e9
 
@@ -49,8 +58,11 @@ class SelfAttentionGradCAM(keras.layers.Layer):
                                                     name="pixel_normalization.BatchNorm",
                                                     dtype=self.dtype_policy)
 
-    def build(self, feature_shapes, cam_shape=None, valid_mask_shape=None):
-        channels = sum(int(shape[-1]) for shape in feature_shapes)
+    def build(self, features_shape, cam_shape=None, valid_mask_shape=None):
+        """``features_shape``: the hypercolumn maps' shapes (Keras's
+        ``<call argument>_shape`` convention, so a fresh layer builds itself
+        when called)."""
+        channels = sum(int(shape[-1]) for shape in features_shape)
         hypercolumn = (None, None, None, channels)
         self.key.build(hypercolumn)
         self.query.build(hypercolumn)
@@ -70,8 +82,9 @@ class SelfAttentionGradCAM(keras.layers.Layer):
         queries = tf.reshape(self.query(hypercolumn), [batch, -1, self.attention_dim])
         logits = tf.matmul(queries, keys, transpose_b=True) / math.sqrt(self.attention_dim)
         if valid_mask is not None:
-            key_valid = tf.reshape(tf.cast(valid_mask, tf.float32), [batch, 1, -1])
-            logits += (1.0 - key_valid) * MASKED_LOGIT
+            valid = tf.reshape(tf.cast(valid_mask, tf.float32), [batch, -1, 1])
+            both_valid = tf.matmul(valid, valid, transpose_b=True)  # v_i v_j
+            logits += (1.0 - both_valid) * MASKED_LOGIT
         return tf.nn.softmax(logits, axis=-1)
 
     def call(self, features, cam, valid_mask=None, training=False):
@@ -79,7 +92,7 @@ class SelfAttentionGradCAM(keras.layers.Layer):
         size = tf.shape(cam)[1:3]
         hypercolumn = self.hypercolumn(features, size)
         if valid_mask is not None:
-            valid_mask = resize_nearest_align_corners(tf.cast(valid_mask, tf.float32), size)
+            valid_mask = resize_nearest_floor(tf.cast(valid_mask, tf.float32), size)
         weights = self.attention(hypercolumn, valid_mask)
         batch = tf.shape(cam)[0]
         values = tf.reshape(cam, [batch, -1, self.num_classes - 1])
