@@ -96,6 +96,11 @@ flags.DEFINE_integer("seed", 0, "Random seed (weights and input pipelines).")
 flags.DEFINE_boolean("weakly", False,
                      "train_split_cls carries image-level labels (L_x and the CAM class mask "
                      "use them).")
+flags.DEFINE_enum("image_label_source", "crop", ["crop", "record"],
+                  "Weakly mode's image-level labels: crop = the classes of the mask inside "
+                  "the augmented crop after CutOut (the reference); record = the records' "
+                  "whole-image image/class_labels (converters' --class_labels; needed when "
+                  "the split has no masks).")
 flags.DEFINE_boolean("soft_pseudo_label", True, "Soft (sharpened) or hard (argmax) pseudo labels.")
 flags.DEFINE_float("pseudo_label_threshold", 0.0,
                    "Confidence threshold of pseudo labels (0: keep all pixels).")
@@ -114,6 +119,11 @@ flags.DEFINE_integer("cutout_size", 100, "Side of the CutOut square of the stron
 flags.DEFINE_enum("weak_view_bn", "training", ["training", "inference"],
                   "training: the reference (weak view in training mode + a separate "
                   "inference pass for Grad-CAM); inference: one inference-mode pass for both.")
+flags.DEFINE_enum("labeled_cam_head", "training", ["training", "inference"],
+                  "Classification head behind the labeled batch's Grad-CAM (the SGC's "
+                  "training input): training = the reference (training mode, Xception's "
+                  "dropout active, channel weights averaged over the batch); inference = "
+                  "the clean head. Equal for heads without dropout (ResNet, MobileNetV2).")
 
 # -- infrastructure -------------------------------------------------------
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
@@ -230,6 +240,7 @@ def pseudoseg_settings():
         attention_dim=FLAGS.attention_dim,
         hypercolumn_endpoints=FLAGS.hypercolumn_endpoints,
         weak_view_bn=FLAGS.weak_view_bn,
+        labeled_cam_head=FLAGS.labeled_cam_head,
         sgc_batch_norm_decay=FLAGS.batch_norm_decay or 0.999)
 
 
@@ -255,6 +266,7 @@ def dataset_fn(info, crop):
         unlabeled = input_pipeline.unlabeled_dataset(
             info, FLAGS.dataset_dir, FLAGS.train_split_cls, crop, FLAGS.train_batch_size,
             cutout_size=FLAGS.cutout_size, weakly=FLAGS.weakly,
+            image_label_source=FLAGS.image_label_source,
             seed=None if seed is None else seed + 7919, input_context=input_context,
             **augmentation)
         return tf.data.Dataset.zip({"labeled": labeled, "unlabeled": unlabeled})

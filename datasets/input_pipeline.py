@@ -36,6 +36,8 @@ from datasets import records
 from datasets.dataset_info import DatasetInfo
 
 CropSize = Union[int, Sequence[int]]
+# Where weakly mode's image-level labels come from (see unlabeled_dataset).
+IMAGE_LABEL_SOURCES = ("crop", "record")
 DEFAULT_SHUFFLE_BUFFER = 512
 
 
@@ -292,6 +294,7 @@ def unlabeled_dataset(info: DatasetInfo,
                       scale_factor_step_size: float = 0.25,
                       cutout_size: int = 100,
                       weakly: bool = False,
+                      image_label_source: str = "crop",
                       brightness: float = 0.5,
                       contrast: float = 0.5,
                       saturation: float = 0.5,
@@ -308,10 +311,17 @@ def unlabeled_dataset(info: DatasetInfo,
     disables it) and one ``cutout_size`` square of mean pixels (0 disables it).
     Records without masks work (``monitor_label`` is then all ignore label).
 
-    With ``weakly=True`` the batch also carries ``image_labels``: the record's
-    ``image/class_labels`` when present and non-empty, else the classes of the
-    mask inside the weak crop (as the reference implementation does); no mask
-    and no labels give all zeros.
+    With ``weakly=True`` the batch also carries ``image_labels``, by
+    ``image_label_source``:
+
+    * ``"crop"`` (the reference implementation): the foreground classes of the
+      mask inside the augmented crop after CutOut (CutOut sets the mask to the
+      ignore label), i.e. ``class_presence`` of the mask where
+      ``strong_valid_mask`` is 1. Every record needs a mask; one without
+      fails at iteration time naming its id.
+    * ``"record"``: the record's whole-image ``image/class_labels`` (empty:
+      no foreground class). The split's records must carry the feature
+      (converters' ``--class_labels``); checked on its first record.
 
     Other args as in ``labeled_dataset``; always training mode (shuffled,
     repeated, incomplete batches dropped).
@@ -321,6 +331,14 @@ def unlabeled_dataset(info: DatasetInfo,
     if cutout_size < 0:
         raise ValueError(f"cutout_size must be >= 0, got {cutout_size}")
     augment.check_color_jitter(brightness, contrast, saturation, hue)
+    if image_label_source not in IMAGE_LABEL_SOURCES:
+        raise ValueError(f"image_label_source must be one of {IMAGE_LABEL_SOURCES}, "
+                         f"got {image_label_source!r}")
+    if weakly and image_label_source == "record":
+        if info.is_tfds:
+            raise ValueError(f"image_label_source='record' reads image/class_labels from "
+                             f"TFRecords; {info.name} is a TFDS dataset (use 'crop')")
+        records.check_records_have_class_labels(dataset_dir, split)
     local_batch = per_replica_batch_size(batch_size, input_context)
     examples = decoded_examples(
         info, dataset_dir, split, training=True, seed=seed,
@@ -345,12 +363,17 @@ def unlabeled_dataset(info: DatasetInfo,
             "strong_valid_mask": strong_valid,
             "monitor_label": weak["label"],
         }
-        if weakly:
-            class_labels = example["class_labels"]
-            out["image_labels"] = tf.cond(
-                tf.size(class_labels) > 0,
-                lambda: augment.labels_to_multi_hot(class_labels, info.num_classes),
-                lambda: augment.class_presence(weak["label"], info.num_classes))
+        if weakly and image_label_source == "record":
+            out["image_labels"] = augment.labels_to_multi_hot(example["class_labels"],
+                                                              info.num_classes)
+        elif weakly:
+            check = tf.debugging.Assert(example["has_label"], [
+                "weakly mode with image_label_source='crop' derives image-level labels "
+                "from masks, but this record has none (use image_label_source='record' "
+                "for records with image/class_labels only); id:", example["filename"]])
+            with tf.control_dependencies([check]):
+                visible = tf.where(strong_valid > 0, weak["label"], info.ignore_label)
+            out["image_labels"] = augment.class_presence(visible, info.num_classes)
         return out
 
     return _finish(examples, process, local_batch, drop_remainder=True,

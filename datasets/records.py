@@ -176,6 +176,22 @@ def parse_record(serialized: tf.Tensor, ignore_label: int) -> Dict[str, tf.Tenso
     }
 
 
+def check_records_have_class_labels(dataset_dir: str, split: str) -> None:
+    """Raises ValueError unless the first record of ``split`` carries
+    ``image/class_labels`` (converters write it with ``--class_labels``; an
+    empty list, an image without foreground class, counts as carrying it)."""
+    first = split_files(dataset_dir, split)[0]
+    for serialized in tf.data.TFRecordDataset([first]).take(1):
+        example = tf.train.Example.FromString(serialized.numpy())
+        if CLASS_LABELS not in example.features.feature:
+            raise ValueError(
+                f"split {split!r} in {dataset_dir} has no image-level labels: {first} "
+                f"lacks {CLASS_LABELS} (convert with --class_labels, or derive the labels "
+                f"from the masks with image_label_source='crop')")
+        return
+    raise ValueError(f"split {split!r} in {dataset_dir}: {first} holds no record")
+
+
 def read_splits_json(dataset_dir: str) -> Dict[str, dict]:
     """Returns the content of ``{dataset_dir}/splits.json`` ({} when absent)."""
     path = os.path.join(dataset_dir, SPLITS_JSON)

@@ -363,21 +363,45 @@ def test_same_seed_same_batches(coord_data):
 def test_records_without_masks(coord_data):
     directory, _ = coord_data
     batch = first_batches(input_pipeline.unlabeled_dataset(
-        info_of(directory), directory, "nomask", (24, 24), 4, seed=5,
-        weakly=True, **FIXED_SCALE))[0]
+        info_of(directory), directory, "nomask", (24, 24), 4, seed=5, **FIXED_SCALE))[0]
     assert np.all(batch["monitor_label"] == IGNORE)
-    assert np.all(batch["image_labels"] == 0)
-    assert batch["image_labels"].shape == (4, NUM_CLASSES - 1)
+    assert "image_labels" not in batch
 
 
-def test_weakly_labels_from_mask_crop(coord_data):
+def test_weakly_labels_from_mask_crop_exclude_the_cutout(coord_data):
+    """The reference's image-level labels: classes of the augmented crop's mask
+    after CutOut (which sets the mask to the ignore label)."""
     directory, _ = coord_data
     batch = first_batches(input_pipeline.unlabeled_dataset(
-        info_of(directory), directory, "train", (12, 12), 8, seed=6,
+        info_of(directory), directory, "train", (12, 12), 8, seed=6, cutout_size=8,
         weakly=True))[0]
+    cut_differs = 0
     for i in range(8):
-        np.testing.assert_array_equal(batch["image_labels"][i],
-                                      numpy_presence(batch["monitor_label"][i]))
+        label = batch["monitor_label"][i]  # the weak crop's mask, without CutOut
+        visible = np.where(batch["strong_valid_mask"][i] > 0, label, IGNORE)
+        np.testing.assert_array_equal(batch["image_labels"][i], numpy_presence(visible))
+        cut_differs += not np.array_equal(numpy_presence(visible), numpy_presence(label))
+    assert cut_differs > 0  # some class lay only under the CutOut square
+
+
+def test_weakly_crop_labels_need_masks_and_name_the_record(coord_data):
+    directory, _ = coord_data
+    dataset = input_pipeline.unlabeled_dataset(
+        info_of(directory), directory, "nomask", (24, 24), 4, seed=5, weakly=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="has none.*id:.*im"):
+        first_batches(dataset)
+
+
+def test_weakly_record_labels_need_the_feature(coord_data):
+    directory, _ = coord_data
+    with pytest.raises(ValueError, match="lacks image/class_labels.*--class_labels"):
+        input_pipeline.unlabeled_dataset(
+            info_of(directory), directory, "train", (24, 24), 4, seed=5, weakly=True,
+            image_label_source="record")
+    with pytest.raises(ValueError, match="image_label_source must be one of"):
+        input_pipeline.unlabeled_dataset(
+            info_of(directory), directory, "train", (24, 24), 4, weakly=True,
+            image_label_source="mask")
 
 
 def test_weakly_labels_from_record_feature(tmp_path):
@@ -386,16 +410,21 @@ def test_weakly_labels_from_record_feature(tmp_path):
     dataset_info.write_dataset_info_json(info, out)
     mask = np.ones((H, W), np.uint8)  # class 1 everywhere ...
     with conversion.SplitWriter(out, "weak", 1) as writer:
-        for labels in ([2, 4], [3]):   # ... but the image-level labels differ
+        for labels in ([2, 4], [3], []):   # ... but the image-level labels differ
             writer.write(records.make_example(
                 image_bytes=image_io.encode_png(coordinate_image(0)),
                 image_format="png", image_id="x", height=H, width=W,
                 mask_png=image_io.encode_png(mask), class_labels=labels))
         writer.commit()
+    batches = first_batches(input_pipeline.unlabeled_dataset(
+        info, out, "weak", 16, 3, seed=0, weakly=True, image_label_source="record",
+        check_size=False), n=4)  # the shuffle mixes epochs: look at 12 draws
+    got = {tuple(row) for b in batches for row in b["image_labels"].tolist()}
+    assert got == {(0, 0, 0, 0), (0, 0, 1, 0), (0, 1, 0, 1)}
+    # The default, the crop's mask, sees class 1 only.
     batch = first_batches(input_pipeline.unlabeled_dataset(
-        info, out, "weak", 16, 2, seed=0, weakly=True, check_size=False))[0]
-    got = sorted(map(tuple, batch["image_labels"].tolist()))
-    assert got == [(0, 0, 1, 0), (0, 1, 0, 1)]
+        info, out, "weak", 16, 3, seed=0, weakly=True, cutout_size=4, check_size=False))[0]
+    assert batch["image_labels"].tolist() == [[1, 0, 0, 0]] * 3
 
 
 def test_eval_padding_and_original_size(coord_data):

@@ -14,9 +14,12 @@ import tensorflow as tf
 import wss.pseudoseg as pseudoseg_lib
 from core.deeplab import build_model
 from tests.numpy_reference import log_softmax as np_log_softmax
+from tests.numpy_reference import resize_bilinear_align_corners as np_bilinear_align_corners
 from tests.numpy_reference import resize_nearest_align_corners as np_nearest_align_corners
+from tests.numpy_reference import resize_nearest_floor as np_nearest_floor
 from tests.tiny_network import TinyNet
 from wss.pseudoseg import PseudoSegTrainer
+from wss.sgc import SelfAttentionGradCAM
 
 C = 4
 B = 2
@@ -203,7 +206,7 @@ def test_cam_class_mask_comes_from_image_labels_in_weakly_mode(network, monkeypa
     # predictions and the given image-level labels disagree.
     conv = network.classification_head.conv
     conv.bias.assign(conv.bias + 30.0)
-    trainer = make_trainer(network, weakly=weakly)
+    trainer = make_trainer(network, weakly=weakly, labeled_cam_head="inference")
     calls = []
     original = pseudoseg_lib.grad_cam_from_features
 
@@ -244,8 +247,10 @@ def test_cam_class_mask_comes_from_image_labels_in_weakly_mode(network, monkeypa
 
 @pytest.mark.parametrize("soft,use_threshold", [(True, False), (True, True), (False, True)])
 def test_consistency_loss_normalisation(network, soft, use_threshold):
-    """L_u = w_u * sum_{valid} CE(y, strong) / #non-padding pixels, with y the
-    decoder-only pseudo label of the weak view (pseudo_src='decoder')."""
+    """L_u = w_u * sum_{v=1, confident} CE(y, strong) / sum(v), with y the
+    decoder-only pseudo label of the weak view (pseudo_src='decoder') and v
+    the reference's valid mask: padding and CutOut excluded, resized with
+    TF1's default nearest resize (floor) to the logits."""
     weight, temperature = 0.5, 0.5
     trainer = make_trainer(network, pseudo_src="decoder", soft_pseudo_label=soft,
                            unlabeled_weight=weight, temperature=temperature)
@@ -273,18 +278,186 @@ def test_consistency_loss_normalisation(network, soft, use_threshold):
     keep = (confidence >= threshold).astype(np.float64)
     pseudo = probabilities if soft else np.eye(C)[probabilities.argmax(-1)]
 
-    padding = np_nearest_align_corners(u["valid_mask"], (9, 9))[..., 0]
-    valid = np_nearest_align_corners(u["strong_valid_mask"], (9, 9))[..., 0] * keep
+    valid = np_nearest_floor(u["strong_valid_mask"], (9, 9))[..., 0]
     cross_entropy = -(pseudo * np_log_softmax(strong)).sum(-1)
-    expected = weight * (cross_entropy * valid).sum() / padding.sum()
-    # The three counts differ, so the normalisation is pinned down.
+    expected = weight * (cross_entropy * valid * keep).sum() / valid.sum()
+    # The CutOut counts in the denominator (v), and the floor resize differs
+    # from an aligned-corners one here, so both are pinned down.
+    padding = np_nearest_floor(u["valid_mask"], (9, 9))[..., 0]
     assert valid.sum() < padding.sum() < padding.size
+    assert np.any(valid != np_nearest_align_corners(u["strong_valid_mask"], (9, 9))[..., 0])
+    if use_threshold:
+        assert (valid * keep).sum() < valid.sum()
 
     trainer.pseudo_label_threshold = threshold
     _, terms, extras = trainer.compute_losses(as_tensors(batch))
     assert float(terms["loss_consistency"]) == pytest.approx(expected, rel=1e-5)
-    assert float(extras["kept_ratio"]) == pytest.approx(
-        (keep * padding).sum() / padding.sum(), rel=1e-6)
+    assert float(extras["kept_ratio"]) == pytest.approx((keep * valid).sum() / valid.sum(),
+                                                        rel=1e-6)
+
+
+class SGCCalls:
+    """Records the arguments and result of every SGC call (labeled batch first)."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        original = SelfAttentionGradCAM.call
+
+        def spy(layer, features, cam, valid_mask=None, training=False):
+            out = original(layer, features, cam, valid_mask=valid_mask, training=training)
+            self.calls.append({"cam": np.asarray(cam), "valid_mask": np.asarray(valid_mask),
+                               "training": training, "logits": np.asarray(out)})
+            return out
+
+        monkeypatch.setattr(SelfAttentionGradCAM, "call", spy)
+
+
+def test_sgc_masks_are_the_reference_valid_masks(network, monkeypatch):
+    """Labeled: the padding mask; weak view: padding and CutOut (the reference's
+    one valid mask of the unlabeled sample); both resized to the logits with
+    TF1's default nearest resize, before the SGC resizes them to its own size."""
+    trainer = make_trainer(network)
+    sgc = SGCCalls(monkeypatch)
+    batch = make_batch()
+    trainer.compute_losses(as_tensors(batch))
+    labeled, weak = sgc.calls
+    np.testing.assert_array_equal(labeled["valid_mask"],
+                                  np_nearest_floor(batch["labeled"]["valid_mask"], (9, 9)))
+    np.testing.assert_array_equal(
+        weak["valid_mask"], np_nearest_floor(batch["unlabeled"]["strong_valid_mask"], (9, 9)))
+    assert labeled["training"] and weak["training"]  # the reference's is_training=True
+
+
+@pytest.mark.parametrize("upsample_logits", [True, False])
+def test_l_sa_is_the_labeled_sgc_cross_entropy_like_l_s(network, monkeypatch, upsample_logits):
+    """L_sa: the SGC logits of the labeled batch upsampled bilinearly (aligned
+    corners) to the crop, cross-entropy over non-ignored pixels (the reference's
+    add_softmax_cross_entropy_loss_for_each_scale); labels downsampled instead
+    with upsample_logits=False, as L_s."""
+    trainer = make_trainer(network, upsample_logits=upsample_logits)
+    sgc = SGCCalls(monkeypatch)
+    batch = make_batch()
+    _, terms, _ = trainer.compute_losses(as_tensors(batch))
+    logits = sgc.calls[0]["logits"].astype(np.float64)
+    assert logits.shape == (B, 3, 3, C)  # stride 16 of the 33 crop
+    labels = batch["labeled"]["label"]
+
+    def cross_entropy(logits, labels):
+        labels = labels[..., 0]
+        valid = labels != IGNORE
+        log_p = np_log_softmax(logits)
+        picked = np.take_along_axis(log_p, np.where(valid, labels, 0)[..., None], -1)[..., 0]
+        return -(picked * valid).sum() / valid.sum()
+
+    at_crop = cross_entropy(np_bilinear_align_corners(logits, (H, H)), labels)
+    at_sgc = cross_entropy(logits, np_nearest_align_corners(labels, (3, 3)))
+    assert abs(at_crop - at_sgc) > 1e-3 * at_crop  # the two choices differ here
+    expected = at_crop if upsample_logits else at_sgc
+    assert float(terms["loss_sgc"]) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("weakly", [False, True])
+def test_no_attention_has_no_classification_loss_unless_weakly(network, weakly):
+    """The reference trains the classifier on labeled masks only inside its
+    attention branch; in weakly mode always (on the image-level labels)."""
+    trainer = make_trainer(network, use_attention=False, pseudo_src="decoder", weakly=weakly)
+    _, terms, _ = trainer.compute_losses(as_tensors(make_batch()))
+    expected = {"loss_seg", "loss_consistency"} | ({"loss_cls"} if weakly else set())
+    assert set(terms) == expected
+    assert ("loss_cls" in trainer.trackers) == weakly  # logged only when computed
+
+
+class FixedMaskHead(keras.layers.Layer):
+    """Global mean, then in training mode a fixed per-image 'dropout' mask
+    (keep 0.5), then a dense layer: DeepLab's Xception head with a known mask."""
+
+    def __init__(self, num_classes, masks, **kwargs):
+        super().__init__(**kwargs)
+        self.masks = tf.constant(masks, tf.float32)
+        self.dense = keras.layers.Dense(num_classes - 1, name="logits")
+
+    def call(self, features, training=None):
+        x = tf.reduce_mean(features, axis=[1, 2])
+        if training:
+            x = x * self.masks / 0.5
+        return self.dense(x)
+
+
+def np_normalised_cams(features, alpha, presence):
+    cams = np.maximum(np.einsum("nhwk,nck->nhwc", features, alpha), 0)
+    cams = cams * presence[:, None, None, :]
+    maxima = cams.max(axis=(1, 2), keepdims=True)
+    return np.divide(cams, maxima, out=np.zeros_like(cams), where=maxima > 0)
+
+
+@pytest.mark.parametrize("head_mode", ["training", "inference"])
+def test_labeled_cam_head(monkeypatch, head_mode):
+    """labeled_cam_head='training' (the reference): the labeled CAM and L_x come
+    from one training-mode head call (one dropout mask), the CAM's channel
+    weights averaged over the batch; 'inference': the clean head per image."""
+    keras.utils.set_random_seed(4)
+    net = TinyNet(num_classes=C)
+    masks = np.array([[1, 0] * 8, [1, 1, 0, 0] * 4], np.float32)  # 16 channels
+    net.classification_head = FixedMaskHead(C, masks, name="tiny.cls")
+    trainer = make_trainer(net, attention_dim=8, labeled_cam_head=head_mode)
+    snapshot = Snapshot(trainer)
+    batch = make_batch()
+    labeled = batch["labeled"]
+    features = net(labeled["image"], training=True)["endpoints"]["tiny/block3"].numpy()
+    snapshot.restore()
+    sgc = SGCCalls(monkeypatch)
+    _, terms, _ = trainer.compute_losses(as_tensors(batch))
+
+    kernel = net.classification_head.dense.kernel.numpy().astype(np.float64)  # [K, C-1]
+    hw = features.shape[1] * features.shape[2]
+    train_alpha = np.einsum("nk,kc->nck", masks / 0.5, kernel) / hw  # per image
+    clean_alpha = np.broadcast_to(kernel.T / hw, train_alpha.shape)
+    presence = labeled["class_presence"]
+    if head_mode == "training":
+        alpha = np.broadcast_to(train_alpha.mean(axis=0, keepdims=True), train_alpha.shape)
+    else:
+        alpha = clean_alpha
+    expected = np_normalised_cams(features.astype(np.float64), alpha, presence)
+    np.testing.assert_allclose(sgc.calls[0]["cam"], expected, rtol=1e-4, atol=1e-5)
+    # The three candidates differ on this batch, so the test tells them apart.
+    per_image = np_normalised_cams(features.astype(np.float64), train_alpha, presence)
+    clean = np_normalised_cams(features.astype(np.float64), clean_alpha, presence)
+    batch_mean = np_normalised_cams(
+        features.astype(np.float64),
+        np.broadcast_to(train_alpha.mean(axis=0, keepdims=True), train_alpha.shape), presence)
+    for a, b in ((per_image, clean), (per_image, batch_mean), (clean, batch_mean)):
+        assert np.abs(a - b).max() > 1e-2
+    # L_x: the training-mode head (the fixed mask) in both modes.
+    pooled = features.astype(np.float64).mean(axis=(1, 2)) * masks / 0.5
+    logits = pooled @ kernel + net.classification_head.dense.bias.numpy()
+    assert float(terms["loss_cls"]) == pytest.approx(
+        np_sigmoid_cross_entropy(logits, presence), rel=1e-5)
+
+
+def test_grad_cam_reads_the_moving_statistics_from_before_the_step(monkeypatch):
+    """The reference applies batch-norm updates after all passes, so its
+    inference-mode Grad-CAM pass sees the statistics the step started with.
+    With momentum 0 every training-mode pass would overwrite them."""
+    keras.utils.set_random_seed(5)
+    net = TinyNet(num_classes=C)
+    trainer = make_trainer(net, attention_dim=8)
+    for layer in (net.bn1, net.bn2):
+        layer.momentum = 0.0
+    batch = make_batch()
+    before = net(batch["unlabeled"]["weak_image"], training=False)["endpoints"]
+    before = before["tiny/block3"].numpy()
+    seen = []
+    original = pseudoseg_lib.grad_cam_from_features
+
+    def spy(head, features, image_labels):
+        seen.append(np.asarray(features))
+        return original(head, features, image_labels)
+
+    monkeypatch.setattr(pseudoseg_lib, "grad_cam_from_features", spy)
+    trainer.compute_losses(as_tensors(batch))
+    after = net(batch["unlabeled"]["weak_image"], training=False)["endpoints"]["tiny/block3"]
+    np.testing.assert_allclose(seen[-1], before, rtol=1e-5, atol=1e-6)
+    assert np.abs(after.numpy() - before).max() > 1e-2  # the step did move the statistics
 
 
 # -- fits -------------------------------------------------------------------------

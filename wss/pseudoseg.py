@@ -7,30 +7,46 @@ labeled) batch of the same size::
 
     L_s  pixel cross-entropy of the decoder logits (upsampled to the crop)
     L_x  sigmoid cross-entropy of the classification head; targets: the labeled
-         masks' class presence, or in weakly mode the image-level labels of the
-         weakly-labeled batch
-    L_sa pixel cross-entropy of the SGC logits of the labeled batch at SGC
-         resolution (labels resized nearest); trains only the SGC layer
+         masks' class presence (only with ``use_attention``, as the reference),
+         or in weakly mode the image-level labels of the weakly-labeled batch
+    L_sa pixel cross-entropy of the SGC logits of the labeled batch, upsampled
+         to the crop like L_s (``upsample_logits``); trains only the SGC layer
     L_u  soft cross-entropy between the pseudo label y of the weak view (no
          gradient) and the decoder logits of the strong view, at logit
-         resolution, summed over valid pixels (not padding, not CutOut, and
-         confident when a threshold is set) and divided by the number of
-         non-padding pixels
+         resolution: sum over pixels where v = 1 (and the pseudo label is
+         confident, with a threshold) divided by sum(v)
+
+v is the reference implementation's valid mask of the unlabeled sample: 1 on
+real pixels, 0 on padding *and* on the strong view's CutOut square (the
+batch's ``strong_valid_mask``), resized nearest (``resize_nearest_floor``) to
+the logits. It also masks the weak view's SGC attention. The labeled batch's
+``valid_mask`` (padding) masks its SGC the same way; the SGC resizes these
+logit-size masks once more to its own resolution, as the reference does.
 
 The pseudo label (``wss.fusion``): decoder prediction p of the weak view,
 Grad-CAM of the weak view in inference mode (``wss.gradcam``) masked by the
 classifier's predictions (or the image-level labels in weakly mode), refined
 by SGC (``wss.sgc``), fused with p and sharpened.
 
-Backbone passes per step (a pass = one forward of the network on one batch):
+The labeled batch's Grad-CAM (the SGC's training input) follows the
+reference by default (``labeled_cam_head="training"``): the classification
+head in training mode (Xception's dropout active, one mask for the CAM and
+L_x) with the channel weights averaged over the batch;
+``labeled_cam_head="inference"`` uses the clean inference-mode head instead.
 
-* ``weak_view_bn="training"`` (the reference's batch-norm modes): 4 passes,
-  two with a backward pass: labeled (training, forward + backward; gives L_s,
-  L_x and the labeled CAM for L_sa), weak view (training mode, forward only;
-  forward + backward in weakly mode where it also gives L_x), weak view again
-  in inference mode for Grad-CAM (forward only, plus the classification
-  head's Jacobian), strong view (training, forward + backward). The reference
-  spends a fifth pass (the labeled classification forward + backward).
+Backbone passes per step (a pass = one forward of the network on one batch),
+in this order:
+
+* ``weak_view_bn="training"`` (the reference's batch-norm modes): 4 passes:
+  the weak view in inference mode for Grad-CAM (forward only, plus the
+  classification head's Jacobian; first, so that it reads the moving
+  statistics as they were before the step's updates, as the reference, which
+  applies its batch-norm updates after all passes), the labeled batch
+  (training, forward + backward; gives L_s, L_x and the labeled CAM for
+  L_sa), the weak view in training mode (forward only; forward + backward in
+  weakly mode where it also gives L_x), the strong view (training, forward +
+  backward). The reference spends a fifth pass (the labeled classification
+  forward + backward).
 * ``weak_view_bn="inference"``: 3 passes: the weak-view prediction and
   Grad-CAM come from one inference-mode pass. In weakly mode L_x then comes
   from the strong view's classification logits.
@@ -38,6 +54,8 @@ Backbone passes per step (a pass = one forward of the network on one batch):
 The wrapped network may be any segmentation network that returns
 ``{"logits", "cls_logits", "endpoints"}`` and exposes ``backbone_spec``
 (``output_endpoint``, ``hypercolumn_endpoints``) and ``classification_head``.
+docs/reference-semantics.md lists every point where this step was checked
+against the reference and the options that deviate from it.
 """
 
 from __future__ import annotations
@@ -47,13 +65,15 @@ import tensorflow as tf
 
 from core import losses as losses_lib
 from core import metrics as metrics_lib
-from core.layers import resize_nearest_align_corners
+from core.layers import resize_nearest_align_corners, resize_nearest_floor
 from core.trainer_model import SegmentationTrainer
 from wss import fusion
-from wss.gradcam import grad_cam_from_features, predicted_labels
+from wss.gradcam import (cams_from_weights, channel_weights, grad_cam_from_features,
+                         predicted_labels)
 from wss.sgc import SelfAttentionGradCAM
 
 WEAK_VIEW_BN_MODES = ("training", "inference")
+LABELED_CAM_HEADS = ("training", "inference")
 
 
 def soft_cross_entropy(targets, logits):
@@ -62,9 +82,10 @@ def soft_cross_entropy(targets, logits):
                                                    logits=tf.cast(logits, tf.float32))
 
 
-def resize_mask(mask, reference):
-    """A ``[N, H, W, 1]`` mask resized nearest (aligned corners) to ``reference``'s size."""
-    return resize_nearest_align_corners(tf.cast(mask, tf.float32), tf.shape(reference)[1:3])
+def mask_at(mask, reference):
+    """A ``[N, H, W, 1]`` mask resized to ``reference``'s size as the reference
+    implementation resizes its valid masks (TF1's default nearest resize)."""
+    return resize_nearest_floor(tf.cast(mask, tf.float32), tf.shape(reference)[1:3])
 
 
 class PseudoSegTrainer(SegmentationTrainer):
@@ -78,8 +99,8 @@ class PseudoSegTrainer(SegmentationTrainer):
                  soft_pseudo_label=True, pseudo_label_threshold=0.0, unlabeled_weight=1.0,
                  temperature=0.5, pseudo_src="avg", logit_norm=True, fusion_gamma=0.5,
                  use_attention=True, attention_dim=128, hypercolumn_endpoints=None,
-                 weak_view_bn="training", sgc_batch_norm_decay=0.999,
-                 sync_batch_norm=False, **kwargs):
+                 weak_view_bn="training", labeled_cam_head="training",
+                 sgc_batch_norm_decay=0.999, sync_batch_norm=False, **kwargs):
         if pseudo_src not in fusion.PSEUDO_SOURCES:
             raise ValueError(f"pseudo_src must be one of {fusion.PSEUDO_SOURCES}, "
                              f"got {pseudo_src!r}")
@@ -89,14 +110,19 @@ class PseudoSegTrainer(SegmentationTrainer):
         if weak_view_bn not in WEAK_VIEW_BN_MODES:
             raise ValueError(f"weak_view_bn must be one of {WEAK_VIEW_BN_MODES}, "
                              f"got {weak_view_bn!r}")
+        if labeled_cam_head not in LABELED_CAM_HEADS:
+            raise ValueError(f"labeled_cam_head must be one of {LABELED_CAM_HEADS}, "
+                             f"got {labeled_cam_head!r}")
         if not 0.0 <= pseudo_label_threshold < 1.0:
             raise ValueError(f"pseudo_label_threshold must be in [0, 1), "
                              f"got {pseudo_label_threshold}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        names = ["loss_seg", "loss_cls", "loss_consistency"]
-        if use_attention:
-            names.insert(2, "loss_sgc")
+        # The reference trains the classifier on the labeled batch only inside
+        # its attention branch; in weakly mode always, on the weakly-labeled batch.
+        self.has_classification_loss = weakly or use_attention
+        names = ["loss_seg"] + (["loss_cls"] if self.has_classification_loss else [])
+        names += (["loss_sgc"] if use_attention else []) + ["loss_consistency"]
         super().__init__(network, num_classes, ignore_label, loss_names=names, **kwargs)
         for name in self.MONITORS:
             self.trackers[name] = keras.metrics.Mean(name=name)
@@ -110,6 +136,7 @@ class PseudoSegTrainer(SegmentationTrainer):
         self.fusion_gamma = fusion_gamma
         self.use_attention = use_attention
         self.weak_view_bn = weak_view_bn
+        self.labeled_cam_head = labeled_cam_head
         spec = network.backbone_spec
         self.gradcam_endpoint = spec.output_endpoint
         self.hypercolumn_endpoints = tuple(hypercolumn_endpoints or spec.hypercolumn_endpoints)
@@ -140,8 +167,27 @@ class PseudoSegTrainer(SegmentationTrainer):
                                          image_labels)
         return cams
 
+    def labeled_cams(self, outputs, image_labels):
+        """The labeled batch's Grad-CAMs and the classification logits for L_x.
+
+        ``labeled_cam_head="training"`` (the reference): one training-mode call
+        of the head gives both, the CAM's channel weights averaged over this
+        replica's batch (the reference's per-clone batch). ``"inference"``: the
+        clean head's CAM, and the network's own training-mode logits for L_x.
+        """
+        if self.labeled_cam_head == "inference":
+            return self.cams(outputs, image_labels), outputs["cls_logits"]
+        features = outputs["endpoints"][self.gradcam_endpoint]
+        alpha, cls_logits = channel_weights(self.network.classification_head, features,
+                                            training=True)
+        alpha = tf.reduce_mean(alpha, axis=0, keepdims=True)
+        return cams_from_weights(features, alpha, image_labels), cls_logits
+
     def sgc_logits(self, outputs, cams, valid_mask, training):
+        """SGC logits; ``valid_mask`` is resized to the decoder logits' size, then
+        (inside the layer) to the CAM's, as the reference resizes it."""
         features = [outputs["endpoints"][n] for n in self.hypercolumn_endpoints]
+        valid_mask = mask_at(valid_mask, outputs["logits"])
         return self.sgc(features, cams, valid_mask=valid_mask, training=training)
 
     def pseudo_label(self, weak_logits, sgc_logits):
@@ -155,23 +201,12 @@ class PseudoSegTrainer(SegmentationTrainer):
             probabilities = fusion.hard_pseudo_label(probabilities)
         return tf.stop_gradient(probabilities), tf.stop_gradient(keep)
 
-    def weak_view(self, unlabeled):
-        """Weak-view decoder logits, outputs for Grad-CAM, and the CAM class mask."""
-        images = unlabeled["weak_image"]
-        if self.weak_view_bn == "inference":
-            inference = self.network(images, training=False)
-            weak_outputs = inference
-        else:
-            weak_outputs = self.network(images, training=True)
-            inference = (self.network(images, training=False) if self.use_attention
-                         else None)
+    def cam_labels(self, unlabeled, inference):
+        """Classes whose CAMs the weak view keeps: the image-level labels in
+        weakly mode, else the classifier's predictions (inference mode)."""
         if self.weakly:
-            labels = unlabeled["image_labels"]
-        elif inference is not None:
-            labels = predicted_labels(inference["cls_logits"])
-        else:
-            labels = None
-        return weak_outputs, inference, labels
+            return unlabeled["image_labels"]
+        return predicted_labels(inference["cls_logits"])
 
     # -- the step -------------------------------------------------------------
 
@@ -179,38 +214,45 @@ class PseudoSegTrainer(SegmentationTrainer):
         labeled, unlabeled = batch["labeled"], batch["unlabeled"]
         terms, extras = {}, {}
 
+        # Weak view in inference mode first: Grad-CAM reads the moving
+        # statistics before this step's training-mode passes update them.
+        inference = None
+        if self.use_attention or self.weak_view_bn == "inference":
+            inference = self.network(unlabeled["weak_image"], training=False)
+
         # Labeled batch: one training-mode pass gives L_s, L_x and L_sa.
         outputs = self.network(labeled["image"], training=True)
         terms["loss_seg"] = self.segmentation_loss(outputs["logits"], labeled["label"])
-        if not self.weakly:
-            terms["loss_cls"] = self.classification_loss(outputs["cls_logits"],
-                                                         labeled["class_presence"])
         if self.use_attention:
-            labeled_cams = self.cams(outputs, labeled["class_presence"])
+            labeled_cams, labeled_cls_logits = self.labeled_cams(
+                outputs, labeled["class_presence"])
+            if not self.weakly:
+                terms["loss_cls"] = self.classification_loss(labeled_cls_logits,
+                                                             labeled["class_presence"])
             labeled_sgc = self.sgc_logits(outputs, labeled_cams, labeled["valid_mask"],
                                           training=True)
             terms["loss_sgc"] = losses_lib.global_mean(*losses_lib.pixel_cross_entropy(
                 labeled_sgc, labeled["label"], self.num_classes, self.ignore_label,
-                upsample=False))
+                upsample=self.upsample_logits))
 
         # Weak view: the pseudo label, without gradient (except L_x in weakly mode).
-        weak_outputs, inference, cam_labels = self.weak_view(unlabeled)
+        weak_outputs = (inference if self.weak_view_bn == "inference"
+                        else self.network(unlabeled["weak_image"], training=True))
         weak_logits = tf.stop_gradient(weak_outputs["logits"])
+        valid = mask_at(unlabeled["strong_valid_mask"], weak_logits)  # padding and CutOut
         sgc_logits = None
         if self.use_attention:
-            weak_cams = self.cams(inference, cam_labels)
-            sgc_logits = tf.stop_gradient(self.sgc_logits(
-                inference, weak_cams, unlabeled["valid_mask"], training=True))
+            weak_cams = self.cams(inference, self.cam_labels(unlabeled, inference))
+            sgc_logits = tf.stop_gradient(self.sgc_logits(inference, weak_cams, valid,
+                                                          training=True))
         pseudo, keep = self.pseudo_label(weak_logits, sgc_logits)
 
         # Strong view: consistency with the pseudo label.
         strong_outputs = self.network(unlabeled["strong_image"], training=True)
         strong_logits = strong_outputs["logits"]
-        padding = resize_mask(unlabeled["valid_mask"], strong_logits)
-        valid = resize_mask(unlabeled["strong_valid_mask"], strong_logits) * keep
         per_pixel = soft_cross_entropy(pseudo, strong_logits)
         terms["loss_consistency"] = self.unlabeled_weight * losses_lib.global_mean(
-            tf.reduce_sum(per_pixel * valid[..., 0]), tf.reduce_sum(padding))
+            tf.reduce_sum(per_pixel * (valid * keep)[..., 0]), tf.reduce_sum(valid))
 
         if self.weakly:
             cls_logits = (weak_outputs["cls_logits"] if self.weak_view_bn == "training"
@@ -220,7 +262,7 @@ class PseudoSegTrainer(SegmentationTrainer):
         extras["pixel_accuracy"] = self.global_pixel_accuracy(outputs["logits"],
                                                               labeled["label"])
         extras.update(self.monitors(unlabeled.get("monitor_label"), weak_logits, pseudo,
-                                    strong_logits, keep, padding))
+                                    strong_logits, keep, valid))
         total = tf.add_n(list(terms.values()))
         return total, terms, extras
 
@@ -235,16 +277,16 @@ class PseudoSegTrainer(SegmentationTrainer):
         total = losses_lib.cross_replica_sum(total)
         return metrics_lib.class_balanced_accuracy(correct, total)
 
-    def monitors(self, monitor_label, weak_logits, pseudo, strong_logits, keep, padding):
+    def monitors(self, monitor_label, weak_logits, pseudo, strong_logits, keep, valid):
         """Class-balanced accuracies against masks the loss never reads, and the
-        share of (non-padding) pixels the confidence threshold keeps."""
+        share of the valid pixels (L_u's denominator) the confidence threshold keeps."""
         monitors = {"kept_ratio": tf.math.divide_no_nan(
-            losses_lib.cross_replica_sum(tf.reduce_sum(keep * padding)),
-            losses_lib.cross_replica_sum(tf.reduce_sum(padding)))}
+            losses_lib.cross_replica_sum(tf.reduce_sum(keep * valid)),
+            losses_lib.cross_replica_sum(tf.reduce_sum(valid)))}
         if monitor_label is None:
             return monitors
-        labels = resize_nearest_align_corners(tf.cast(monitor_label, tf.int32),
-                                              tf.shape(weak_logits)[1:3])
+        labels = resize_nearest_floor(tf.cast(monitor_label, tf.int32),
+                                      tf.shape(weak_logits)[1:3])
         argmax = lambda x: tf.argmax(x, axis=-1, output_type=tf.int32)[..., None]  # noqa: E731
         monitors["acc_weak"] = self._balanced_accuracy(labels, argmax(weak_logits))
         monitors["acc_pseudo"] = self._balanced_accuracy(labels, argmax(pseudo), keep)
@@ -262,13 +304,13 @@ class PseudoSegTrainer(SegmentationTrainer):
         panels, histograms = super().summaries(batch["labeled"])
         unlabeled = batch["unlabeled"]
         outputs = self.network(unlabeled["weak_image"], training=False)
-        labels = (unlabeled["image_labels"] if self.weakly
-                  else predicted_labels(outputs["cls_logits"]))
+        labels = self.cam_labels(unlabeled, outputs)
         argmax = lambda x: tf.argmax(x, axis=-1, output_type=tf.int32)[..., None]  # noqa: E731
         sgc_logits = None
         if self.use_attention:
             cams = self.cams(outputs, labels)
-            sgc_logits = self.sgc_logits(outputs, cams, unlabeled["valid_mask"], training=False)
+            sgc_logits = self.sgc_logits(outputs, cams, unlabeled["strong_valid_mask"],
+                                         training=False)
             panels["cam_max"] = fusion.resize_to(tf.reduce_max(cams, -1, keepdims=True),
                                                  unlabeled["weak_image"])
             panels["sgc_prediction"] = argmax(fusion.resize_to(sgc_logits,
