@@ -244,9 +244,11 @@ def pseudoseg_settings():
         sgc_batch_norm_decay=FLAGS.batch_norm_decay or 0.999)
 
 
-def dataset_fn(info, crop):
+def dataset_fn(info, crop, start_step=0):
     """``input_context -> tf.data.Dataset`` of training batches (global batch split
-    per replica), for ``strategy.distribute_datasets_from_function``."""
+    per replica), for ``strategy.distribute_datasets_from_function``, starting at
+    the batches of ``start_step`` (a resumed run reads what an uninterrupted run
+    would read next)."""
     import tensorflow as tf
 
     from datasets import input_pipeline
@@ -260,7 +262,7 @@ def dataset_fn(info, crop):
             input_context.input_pipeline_id if input_context else 0)
         labeled = input_pipeline.labeled_dataset(
             info, FLAGS.dataset_dir, FLAGS.train_split, crop, FLAGS.train_batch_size,
-            seed=seed, input_context=input_context, **augmentation)
+            seed=seed, input_context=input_context, start_step=start_step, **augmentation)
         if FLAGS.mode == "supervised":
             return labeled
         unlabeled = input_pipeline.unlabeled_dataset(
@@ -268,7 +270,7 @@ def dataset_fn(info, crop):
             cutout_size=FLAGS.cutout_size, weakly=FLAGS.weakly,
             image_label_source=FLAGS.image_label_source,
             seed=None if seed is None else seed + 7919, input_context=input_context,
-            **augmentation)
+            start_step=start_step, **augmentation)
         return tf.data.Dataset.zip({"labeled": labeled, "unlabeled": unlabeled})
 
     return make
@@ -337,7 +339,8 @@ def main(argv):
     try:
         info = get_dataset_info(FLAGS.dataset, FLAGS.dataset_dir)
         trainer, network, config = build_everything(strategy, info, crop)
-        make_dataset = dataset_fn(info, crop)
+        start_step = training.checkpoint_step(FLAGS.train_logdir)
+        make_dataset = dataset_fn(info, crop, start_step)
         sample_batch = next(iter(make_dataset()))  # fails early on missing records
         dataset = strategy.distribute_datasets_from_function(make_dataset)
     except (FileNotFoundError, ValueError) as error:
@@ -359,7 +362,8 @@ def main(argv):
                      save_summaries_secs=FLAGS.save_summaries_secs,
                      max_to_keep=FLAGS.max_checkpoints_to_keep,
                      initialize_fn=initial_checkpoint_loader(network),
-                     colormap=info.colormap, sample_batch=sample_batch)
+                     colormap=info.colormap, sample_batch=sample_batch,
+                     input_start_step=start_step)
     except (training.NonFiniteLossError, training.InitializationError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         sys.exit(1)

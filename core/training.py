@@ -3,9 +3,12 @@ TensorBoard summaries, and a stop on non-finite losses.
 
 * Checkpoints: ``tf.train.CheckpointManager`` in ``train_logdir``, saved every
   ``save_interval_secs`` and at the end, the last ``max_to_keep`` kept. The
-  checkpoint holds the trainer (network and any method layers) and the
-  optimizer (its iteration count and momentum slots), so a restarted run
-  resumes at the saved step with the learning-rate schedule where it was.
+  checkpoint holds the trainer (network and any method layers), the
+  optimizer (its iteration count and momentum slots) and the dropout layers'
+  seed states, so a restarted run resumes at the saved step with the
+  learning-rate schedule where it was and the same dropout masks; with input
+  pipelines started at that step (``train.py``), it continues exactly as the
+  uninterrupted run.
 * A non-finite loss stops training with ``NonFiniteLossError`` naming the
   step; nothing is saved after it, so the last good checkpoint stays the latest.
 * Only the chief writes checkpoints and summaries (``core.distribute``); every
@@ -42,8 +45,18 @@ class InitializationError(RuntimeError):
     """Raised when the initial weights cannot be loaded (bad path, shapes, offline)."""
 
 
+def random_states(trainer: keras.Model) -> dict:
+    """The state variables of the trainer's Keras seed generators (dropout),
+    keyed by path. Keras lists them among a layer's variables but does not put
+    them in a ``tf.train.Checkpoint``; saving them lets a resumed run draw the
+    dropout masks the uninterrupted run would draw."""
+    return {v.path.replace("/", "."): v.value for v in trainer.variables
+            if v.path.endswith("seed_generator_state")}
+
+
 def make_checkpoint(trainer: keras.Model, optimizer) -> tf.train.Checkpoint:
-    return tf.train.Checkpoint(optimizer=optimizer, **trainer.checkpoint_items())
+    return tf.train.Checkpoint(optimizer=optimizer, random_states=random_states(trainer),
+                               **trainer.checkpoint_items())
 
 
 def network_checkpoint(network: keras.Model) -> tf.train.Checkpoint:
@@ -216,10 +229,23 @@ def latest_checkpoint(logdir: str) -> str | None:
     return tf.train.latest_checkpoint(logdir)
 
 
+def checkpoint_step(logdir: str) -> int:
+    """The step of the latest checkpoint in ``logdir`` (``ckpt-<step>``; 0 when
+    there is none): where a restarted run resumes, known before restoring so
+    the input pipelines can start there."""
+    path = latest_checkpoint(logdir)
+    if path is None:
+        return 0
+    number = os.path.basename(path).rpartition("-")[2]
+    if not number.isdigit():
+        raise ValueError(f"cannot read the step of checkpoint {path} (expected ckpt-<step>)")
+    return int(number)
+
+
 def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_steps: int = 10,
         save_interval_secs: float = 1200, save_summaries_secs: float = 600,
         max_to_keep: int = 3, initialize_fn=None, colormap=None, sample_batch=None,
-        verbose: bool = True) -> int:
+        verbose: bool = True, input_start_step: int | None = None) -> int:
     """Trains ``trainer`` (compiled, optimizer built) on ``dataset`` up to ``total_steps``.
 
     With ``colormap`` and a (non-distributed) ``sample_batch``, image panels
@@ -228,7 +254,9 @@ def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_ste
 
     Resumes from the latest checkpoint in ``logdir`` (else calls
     ``initialize_fn``), saves checkpoints, writes summaries, and saves a
-    final checkpoint. Returns the final step.
+    final checkpoint. Returns the final step. ``input_start_step``: the step
+    ``dataset`` was built to start at; a different restored step is an error
+    (the batches would not be the ones an uninterrupted run sees).
     """
     optimizer = trainer.optimizer
     checkpoint = make_checkpoint(trainer, optimizer)
@@ -237,6 +265,10 @@ def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_ste
     manager = tf.train.CheckpointManager(checkpoint, logdir, max_to_keep=max_to_keep)
     message = restore_or_initialize(checkpoint, manager, initialize_fn)
     start = int(optimizer.iterations.numpy())
+    if input_start_step is not None and start != input_start_step:
+        raise RuntimeError(
+            f"the restored step {start} differs from the step {input_start_step} the input "
+            f"pipelines were built to start at (checkpoint {manager.latest_checkpoint})")
     logging.info("%s; step %d of %d", message, start, total_steps)
     if verbose:
         print(f"{message}; step {start} of {total_steps}", flush=True)

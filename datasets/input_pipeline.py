@@ -18,15 +18,17 @@ Reading: shard files (or records, when there are fewer files than input
 pipelines) per ``tf.distribute.InputContext``; shuffle files, interleave them
 in parallel, shuffle records, repeat, decode and augment in a parallel map,
 batch with the per-replica batch size, prefetch. With a ``seed`` every random
-choice is a stateless op seeded per example (``tf.data.Dataset.random``) and
-the pipeline runs in deterministic order, so equal seeds give equal batches.
+choice is a stateless op seeded by the seed and the example's position in the
+stream, the epochs' orders are seeded by the seed and the epoch, and the
+pipeline runs in deterministic order: equal seeds give equal batches, and
+``start_step`` resumes the stream where an uninterrupted run would be.
 
 ``batch_size`` is always the GLOBAL batch size; under
 ``strategy.distribute_datasets_from_function`` each input pipeline produces
 ``batch_size / num_replicas`` examples per batch.
 """
 
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from absl import logging
 import tensorflow as tf
@@ -87,57 +89,121 @@ def check_split_size(info: DatasetInfo, dataset_dir: str, split: str) -> int:
     return count
 
 
+def _shard(files: List[str], input_context: Optional[tf.distribute.InputContext]
+           ) -> Tuple[List[str], Optional[Tuple[int, int]]]:
+    """This input pipeline's files, and ``(pipelines, id)`` when records (not
+    files) must be sharded because there are fewer files than pipelines."""
+    if input_context is None or input_context.num_input_pipelines == 1:
+        return files, None
+    pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+    if len(files) >= pipelines:
+        return files[index::pipelines], None
+    return files, (pipelines, index)
+
+
+def _pipeline_record_count(files: List[str], record_shard: Optional[Tuple[int, int]]) -> int:
+    """Records this input pipeline reads per epoch (a raw pass over its files)."""
+    total = int(tf.data.TFRecordDataset(files).reduce(tf.constant(0, tf.int64),
+                                                      lambda n, _: n + 1))
+    if record_shard is None:
+        return total
+    pipelines, index = record_shard
+    return len(range(index, total, pipelines))
+
+
+def _permuted(values: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """``values`` in a random order drawn statelessly from ``seed`` ([2] int)."""
+    order = tf.argsort(tf.random.stateless_uniform([tf.shape(values)[0]], seed))
+    return tf.gather(values, order)
+
+
+def _window_shuffled(dataset: tf.data.Dataset, window: int, seed: tf.Tensor
+                     ) -> tf.data.Dataset:
+    """Each run of ``window`` consecutive elements in a random order drawn from
+    ``seed`` and the run's index (stateless, so a function of the position;
+    ``Dataset.shuffle`` takes no tensor seed once a global seed is set)."""
+
+    def permute(index, elements):
+        run_seed = tf.random.experimental.stateless_fold_in(seed, index)
+        return tf.data.Dataset.from_tensor_slices(_permuted(elements, run_seed))
+
+    return dataset.batch(window).enumerate().flat_map(permute)
+
+
 def _record_examples(info: DatasetInfo, dataset_dir: str, split: str, *,
                      training: bool, seed: Optional[int],
                      input_context: Optional[tf.distribute.InputContext],
-                     shuffle_buffer_size: int) -> tf.data.Dataset:
+                     shuffle_buffer_size: int, start_index: int = 0) -> tf.data.Dataset:
     """Parsed records of a split: sharded, and for training shuffled, repeated.
 
     Each input pipeline reads every n-th file, or, with fewer files than
     pipelines, every n-th record of the same (unshuffled) file sequence, so the
     pipelines see disjoint examples; records are shuffled after sharding.
+
+    Training with a ``seed``: epoch e of this pipeline reads its files in an
+    order seeded by (seed, e) and shuffles each run of ``shuffle_buffer_size``
+    records (the whole epoch when it is smaller) in an order seeded by
+    (seed, e, run), never across epochs, so the stream of records is a
+    function of the seed and the position alone. ``start_index`` starts it
+    at that position (``start_index // records`` epochs and the rest of one
+    epoch skipped as raw records, before any decoding): a resumed run reads what
+    the uninterrupted run would have read next.
     """
-    files = records.split_files(dataset_dir, split)
-    dataset = tf.data.Dataset.from_tensor_slices(files)
-    shard_records = False
-    num_files = len(files)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        pipelines = input_context.num_input_pipelines
-        if num_files >= pipelines:
-            dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
-            num_files = len(files[input_context.input_pipeline_id::pipelines])
-        else:
-            shard_records = True
-    if training:
-        if not shard_records:  # record sharding needs the same order everywhere
-            dataset = dataset.shuffle(num_files, seed=seed,
-                                      reshuffle_each_iteration=True)
-        dataset = dataset.repeat()
-    dataset = dataset.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(num_files, 16),
-        block_length=1, num_parallel_calls=tf.data.AUTOTUNE)
-    if shard_records:
-        dataset = dataset.shard(input_context.num_input_pipelines,
-                                input_context.input_pipeline_id)
-    if training:
-        dataset = dataset.shuffle(shuffle_buffer_size, seed=seed,
-                                  reshuffle_each_iteration=True)
-    return dataset.map(lambda s: records.parse_record(s, info.ignore_label),
-                       num_parallel_calls=tf.data.AUTOTUNE)
+    files, record_shard = _shard(records.split_files(dataset_dir, split), input_context)
+    cycle_length = min(len(files), 16)
+
+    def read(file_names):
+        dataset = file_names.interleave(tf.data.TFRecordDataset, cycle_length=cycle_length,
+                                        block_length=1, num_parallel_calls=tf.data.AUTOTUNE)
+        if record_shard is not None:
+            dataset = dataset.shard(*record_shard)
+        return dataset
+
+    def parse(dataset):
+        return dataset.map(lambda s: records.parse_record(s, info.ignore_label),
+                           num_parallel_calls=tf.data.AUTOTUNE)
+
+    file_names = tf.data.Dataset.from_tensor_slices(files)
+    if not training:
+        return parse(read(file_names))
+    if seed is None:  # nondeterministic: one stream shuffled across epochs
+        if record_shard is None:
+            file_names = file_names.shuffle(len(files), reshuffle_each_iteration=True)
+        return parse(read(file_names.repeat()).shuffle(shuffle_buffer_size,
+                                                       reshuffle_each_iteration=True))
+
+    def epoch(index):
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), index])
+        file_seed, record_seed = tf.unstack(tf.random.experimental.stateless_split(
+            epoch_seed, 2))
+        names = file_names
+        if record_shard is None:  # record sharding needs the same file order everywhere
+            names = tf.data.Dataset.from_tensor_slices(_permuted(tf.constant(files), file_seed))
+        return _window_shuffled(read(names), shuffle_buffer_size, record_seed)
+
+    first_epoch, offset = 0, 0
+    if start_index:
+        first_epoch, offset = divmod(start_index, _pipeline_record_count(files, record_shard))
+    dataset = tf.data.Dataset.range(first_epoch, tf.int64.max).flat_map(epoch)
+    return parse(dataset.skip(offset))
 
 
 def decoded_examples(info: DatasetInfo, dataset_dir: Optional[str],
                      split: str, *, training: bool, seed: Optional[int] = None,
                      input_context: Optional[tf.distribute.InputContext] = None,
                      shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER,
-                     check_size: bool = True) -> tf.data.Dataset:
+                     check_size: bool = True, start_index: int = 0) -> tf.data.Dataset:
     """Decoded examples of a split, from TFRecords or TFDS.
 
     Elements: ``image`` uint8 [H,W,3], ``label`` int32 [H,W,1] (all ignore label
     when the record has no mask), ``has_label``, ``class_labels`` int64 [n],
-    ``filename``. Training: shuffled and repeated forever.
+    ``filename``. Training: shuffled and repeated forever; with a seed, from
+    position ``start_index`` of the seeded stream (TFRecords only).
     """
     if info.is_tfds:
+        if start_index:
+            raise ValueError(f"{info.name}: resuming a TFDS input stream at a position is "
+                             f"not supported (start_index={start_index})")
         from datasets import tfds_source  # pylint: disable=g-import-not-at-top
         dataset = tfds_source.tfds_examples(
             info, split, dataset_dir, shuffle_files=training, seed=seed,
@@ -152,7 +218,8 @@ def decoded_examples(info: DatasetInfo, dataset_dir: Optional[str],
         check_split_size(info, dataset_dir, split)
     return _record_examples(info, dataset_dir, split, training=training,
                             seed=seed, input_context=input_context,
-                            shuffle_buffer_size=shuffle_buffer_size)
+                            shuffle_buffer_size=shuffle_buffer_size,
+                            start_index=start_index)
 
 
 # Distinguishes the per-example seeds of the branches, so a labeled and an
@@ -162,17 +229,40 @@ _LABELED_BRANCH, _UNLABELED_BRANCH = 0, 1
 
 def _with_example_seeds(dataset: tf.data.Dataset, seed: Optional[int],
                         input_context: Optional[tf.distribute.InputContext],
-                        branch: int) -> tf.data.Dataset:
+                        branch: int, start_index: int = 0) -> tf.data.Dataset:
     """Pairs each example with a [2] int64 seed for the stateless ops.
 
-    The first element comes from ``tf.data.Dataset.random(seed)``, the second
-    identifies the input pipeline and the branch.
+    With a ``seed``: the stateless fold of the example's position in the stream
+    (from ``start_index``) into (seed, stream), where the stream identifies the
+    input pipeline and the branch, so an example's augmentation depends on the
+    seed and its position only. Without: ``tf.data.Dataset.random()`` paired
+    with the stream.
     """
     pipeline_id = input_context.input_pipeline_id if input_context else 0
     stream = tf.constant(pipeline_id * 2 + branch, tf.int64)
-    randoms = tf.data.Dataset.random(seed=seed)
-    return tf.data.Dataset.zip((dataset, randoms)).map(
-        lambda example, r: (example, tf.stack([r, stream])))
+    if seed is None:
+        return tf.data.Dataset.zip((dataset, tf.data.Dataset.random())).map(
+            lambda example, r: (example, tf.stack([r, stream])))
+    base = tf.stack([tf.constant(seed, tf.int64), stream])
+    positions = tf.data.Dataset.range(start_index, tf.int64.max)
+    return tf.data.Dataset.zip((dataset, positions)).map(
+        lambda example, i: (example,
+                            tf.random.experimental.stateless_fold_in(base, i)))
+
+
+def _start_index(start_step: int, batch_size: int,
+                 input_context: Optional[tf.distribute.InputContext],
+                 seed: Optional[int], training: bool) -> int:
+    """Examples this input pipeline produced before ``start_step``: each step
+    takes ``batch_size / pipelines`` of them (one per-replica batch for each
+    replica the pipeline feeds)."""
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    if start_step and (seed is None or not training):
+        raise ValueError("start_step needs a seeded training pipeline (the stream of an "
+                         "unseeded one is not a function of the position)")
+    pipelines = input_context.num_input_pipelines if input_context else 1
+    return start_step * (batch_size // pipelines)
 
 
 def _finish(dataset: tf.data.Dataset, fn: Callable, batch_size: int,
@@ -233,7 +323,7 @@ def labeled_dataset(info: DatasetInfo,
                     is_training: bool = True,
                     input_context: Optional[tf.distribute.InputContext] = None,
                     shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER,
-                    check_size: bool = True) -> tf.data.Dataset:
+                    check_size: bool = True, start_step: int = 0) -> tf.data.Dataset:
     """Batches of pixel-labeled crops (keys in the module docstring).
 
     Training: random scale / pad / crop / flip, shuffled, repeated forever,
@@ -253,16 +343,19 @@ def labeled_dataset(info: DatasetInfo,
       input_context: from ``distribute_datasets_from_function``.
       shuffle_buffer_size: records in the shuffle buffer.
       check_size: count the split and warn when it differs from the known size.
+      start_step: training with a seed: start at the batch the stream gives at
+        this step, as an uninterrupted run would (a resumed run).
     """
     crop = _crop_hw(crop_size)
     _check_scales(min_scale_factor, max_scale_factor, scale_factor_step_size)
     local_batch = per_replica_batch_size(batch_size, input_context)
+    start_index = _start_index(start_step, batch_size, input_context, seed, is_training)
     examples = decoded_examples(
         info, dataset_dir, split, training=is_training, seed=seed,
         input_context=input_context, shuffle_buffer_size=shuffle_buffer_size,
-        check_size=check_size)
+        check_size=check_size, start_index=start_index)
     examples = _with_example_seeds(examples, seed, input_context,
-                                   _LABELED_BRANCH)
+                                   _LABELED_BRANCH, start_index)
 
     def process(example, example_seed):
         image = tf.cast(example["image"], tf.float32)
@@ -302,7 +395,7 @@ def unlabeled_dataset(info: DatasetInfo,
                       seed: Optional[int] = None,
                       input_context: Optional[tf.distribute.InputContext] = None,
                       shuffle_buffer_size: int = DEFAULT_SHUFFLE_BUFFER,
-                      check_size: bool = True) -> tf.data.Dataset:
+                      check_size: bool = True, start_step: int = 0) -> tf.data.Dataset:
     """Batches of pixel-aligned weak/strong views (keys in the module docstring).
 
     The weak view is ``random_geometry`` of the image; the strong view is the
@@ -340,12 +433,13 @@ def unlabeled_dataset(info: DatasetInfo,
                              f"TFRecords; {info.name} is a TFDS dataset (use 'crop')")
         records.check_records_have_class_labels(dataset_dir, split)
     local_batch = per_replica_batch_size(batch_size, input_context)
+    start_index = _start_index(start_step, batch_size, input_context, seed, True)
     examples = decoded_examples(
         info, dataset_dir, split, training=True, seed=seed,
         input_context=input_context, shuffle_buffer_size=shuffle_buffer_size,
-        check_size=check_size)
+        check_size=check_size, start_index=start_index)
     examples = _with_example_seeds(examples, seed, input_context,
-                                   _UNLABELED_BRANCH)
+                                   _UNLABELED_BRANCH, start_index)
 
     def process(example, example_seed):
         weak_seed, strong_seed = augment.split_seed(example_seed, 2)

@@ -360,6 +360,50 @@ def test_same_seed_same_batches(coord_data):
                    for k in x)
 
 
+def assert_same_batches(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+@pytest.mark.parametrize("pipelines,replicas,batch", [(1, 1, 4), (1, 2, 4), (2, 2, 4),
+                                                      (8, 8, 8)])
+def test_resumed_stream_continues_the_uninterrupted_one(coord_data, pipelines, replicas, batch):
+    """start_step=k gives the batches an uninterrupted pipeline gives from step
+    k on, across epoch boundaries, for one pipeline feeding 1 or 2 replicas
+    (one per-replica batch each per step), file sharding (2 pipelines, 4
+    files) and record sharding (8 pipelines, 4 files, 1 record each)."""
+    directory, _ = coord_data
+    info = info_of(directory)
+    context = None
+    if replicas > 1:
+        context = tf.distribute.InputContext(num_input_pipelines=pipelines,
+                                             input_pipeline_id=pipelines - 1,
+                                             num_replicas_in_sync=replicas)
+    per_step = replicas // pipelines  # batches this pipeline gives per step
+    make = {"unlabeled": lambda **kw: input_pipeline.unlabeled_dataset(
+                info, directory, "train", 12, batch, seed=3, input_context=context,
+                cutout_size=4, weakly=True, **kw),
+            "labeled": lambda **kw: input_pipeline.labeled_dataset(
+                info, directory, "train", 12, batch, seed=4, input_context=context, **kw)}
+    for name, dataset in make.items():
+        full = first_batches(dataset(), n=6 * per_step)
+        for start in (1, 3):
+            resumed = first_batches(dataset(start_step=start), n=(6 - start) * per_step)
+            assert_same_batches(resumed, full[start * per_step:])
+        image = "image" if name == "labeled" else "weak_image"
+        assert not np.array_equal(full[0][image], full[per_step][image])  # steps differ
+
+
+def test_resuming_needs_a_seeded_training_stream(coord_data):
+    directory, _ = coord_data
+    with pytest.raises(ValueError, match="start_step needs a seeded training pipeline"):
+        input_pipeline.labeled_dataset(info_of(directory), directory, "train", 12, 4,
+                                       start_step=2)
+
+
 def test_records_without_masks(coord_data):
     directory, _ = coord_data
     batch = first_batches(input_pipeline.unlabeled_dataset(

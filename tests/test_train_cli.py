@@ -102,6 +102,26 @@ def test_killed_run_resumes_and_finishes_with_the_schedule_continuing(trained):
     assert "--training_number_of_steps=12" in (logdir / "flags.txt").read_text()
 
 
+def test_killed_and_resumed_run_ends_as_the_uninterrupted_one(trained, data_dir, tmp_path):
+    """The input pipelines restart at the checkpoint's step and the dropout
+    seeds come back with the checkpoint, so the resumed run logs the losses and
+    ends with the weights of a run that was never interrupted (which also never
+    saved a checkpoint before the end nor wrote image summaries)."""
+    logdir, killed_at, stdout = trained
+    uninterrupted = tmp_path / "uninterrupted"
+    args = _train_args(data_dir, uninterrupted, "--save_interval_secs=100000", steps=12)
+    args = [a.replace("--save_summaries_secs=1", "--save_summaries_secs=100000") for a in args]
+    result = _run(args + ["--export=false"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    digest = lambda out: out.split("final weights digest: ")[1].split()[0]  # noqa: E731
+    assert digest(result.stdout) == digest(stdout)
+    resumed, reference = _scalars(str(logdir), "train/loss"), _scalars(str(uninterrupted),
+                                                                       "train/loss")
+    assert set(range(killed_at + 1, 13)) <= set(resumed)
+    for step in range(killed_at + 1, 13):
+        assert resumed[step] == reference[step], step
+
+
 def test_eval_json_and_table(trained, data_dir):
     logdir, _, stdout = trained
     assert "mIoU" in stdout
