@@ -39,7 +39,7 @@ def main(argv):
     import tensorflow as tf
     from PIL import Image
 
-    from core.export import read_labels
+    from core.export_files import read_labels
 
     paths = sorted(glob.glob(FLAGS.images))
     if not paths:
