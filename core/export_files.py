@@ -37,7 +37,10 @@ def staged_directory(path: str):
     if os.path.lexists(path) and not os.path.isdir(path):
         raise NotADirectoryError(f"{path} exists and is not a directory")
     parent = os.path.dirname(path) or "."
-    os.makedirs(parent, exist_ok=True)
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(f"{parent} exists and is not a directory") from None
     staging = tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp-", dir=parent)
     try:
         os.chmod(staging, EXPORT_MODE)
