@@ -16,7 +16,10 @@ softmax and the argmax.
 
 The SavedModel is written by Keras's own export API
 (``keras.export.ExportArchive``), which collects the variables its endpoints'
-graphs read (batch-norm statistics included) and saves them with them. It
+graphs read (batch-norm statistics included) and saves them with them. The
+network itself is not ``track``ed: that is only needed for lookup tables or
+for reading ``variables`` off the loaded object, and it stored every
+variable a second time (a MobileNetV2 export of 21 MB instead of 11 MB). It
 runs in TensorFlow's session-based loaders (``saved_model_cli run``,
 TensorFlow Serving) as well as with ``tf.saved_model.load`` in a process that
 never imports this project. (The earlier hand-written ``tf.Module`` saved
@@ -101,9 +104,9 @@ def write_labels(directory: str, info):
 
 def write_saved_model(network, directory: str, info=None):
     """Writes the SavedModel (both signatures) into ``directory`` through
-    ``keras.export.ExportArchive``, and ``labels.json`` when ``info`` is given."""
+    ``keras.export.ExportArchive``, and ``labels.json`` when ``info`` is given.
+    The endpoints' variables are saved with them (see the module docstring)."""
     archive = keras.export.ExportArchive()
-    archive.track(network)
     archive.add_endpoint(SERVING_SIGNATURE, serving_fn(network),
                          input_signature=[uint8_images_spec()])
     archive.add_endpoint(FLOAT_SIGNATURE, float_fn(network),

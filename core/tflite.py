@@ -73,7 +73,6 @@ def convert(network, quantize: str = "none", input_size=None) -> bytes:
     spec = uint8_images_spec(input_size, batch_size=1 if input_size else None)
     with tempfile.TemporaryDirectory(prefix="tflite_saved_model_") as saved_model_dir:
         archive = keras.export.ExportArchive()
-        archive.track(network)
         archive.add_endpoint(SERVING_SIGNATURE, serving_fn(network), input_signature=[spec])
         archive.write_out(saved_model_dir, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(

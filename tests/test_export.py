@@ -175,6 +175,9 @@ def test_saved_model_runs_in_saved_model_cli_and_a_fresh_process_alike(
     np.testing.assert_array_equal(semantic[clear], expected.argmax(-1)[clear])
     labels = json.loads((saved_model_dir / "labels.json").read_text())
     assert labels["class_names"] == ["sky", "road", "car", "tree", "sign"]
+    # Each weight is stored once (float32), not once per way it is tracked.
+    stored = sum(p.stat().st_size for p in (saved_model_dir / "variables").glob("*.data-*"))
+    assert stored < 1.05 * 4 * sum(int(np.prod(w.shape)) for w in network.weights)
 
 
 def test_tflite_runs_in_litert_and_agrees_with_the_saved_model(
