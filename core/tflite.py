@@ -11,16 +11,17 @@ dynamic (the runtime resizes the input tensor per call) unless ``input_size``
 fixes the input to ``[1, H, W, 3]`` for runtimes that want static shapes.
 
 Conversion follows Keras's own LiteRT export: the function is written as a
-SavedModel through ``keras.export.ExportArchive`` (which freezes the Keras
-variables, batch-norm statistics included; converting a ``tf.function``'s
-concrete function directly kept them as uninitialised resource variables),
-then converted with ``tf.lite.TFLiteConverter.from_saved_model``.
+SavedModel through ``keras.export.ExportArchive``, then converted with
+``tf.lite.TFLiteConverter.from_saved_model``, which freezes the variables
+into constants and folds batch norm into the convolutions. (Converting the
+``tf.function``'s concrete function directly kept the Keras variables as
+uninitialised resource variables: ``VAR_HANDLE`` ops and NaN outputs.)
 
 Quantisation (``quantize``):
 
 * ``none``: float32 weights and activations.
-* ``float16``: float16 weights, dequantised to float32 when the model is
-  loaded (``target_spec.supported_types = [tf.float16]``).
+* ``float16``: float16 weights (half the size), which CPU runtimes turn back
+  into float32 to compute (``target_spec.supported_types = [tf.float16]``).
 * ``dynamic_range``: int8 weights, activations quantised on the fly where a
   kernel supports it, float32 elsewhere (``optimizations = [DEFAULT]``
   without a representative dataset).
