@@ -27,17 +27,24 @@ def _run(args, cwd=REPO, timeout=300):
 
 
 def _decisive_weights(network, seed=0):
-    """Random batch-norm statistics (so a lost one changes the output) and
-    logits large enough that most pixels have a clear argmax."""
+    """Weights for which the output depends on the image and most pixels have
+    a clear argmax: He-normal kernels (the default initialisation shrinks the
+    activations towards zero with depth), batch-norm statistics moved off
+    their initial values (so a lost one changes the output), larger logits."""
     rng = np.random.default_rng(seed)
     for variable in network.weights:
-        name = variable.path
-        if "moving_variance" in name or "gamma" in name:
-            variable.assign(rng.uniform(0.5, 1.5, variable.shape).astype(np.float32))
+        name, shape = variable.path, tuple(variable.shape)
+        if name.endswith("kernel"):
+            fan_in = np.prod(shape[:-1]) if "depthwise" not in name else np.prod(shape[:2])
+            scale = 3.0 if "logits.semantic" in name else 1.0
+            value = rng.normal(0.0, scale * np.sqrt(2.0 / fan_in), shape)
+        elif "moving_variance" in name or "gamma" in name:
+            value = rng.uniform(0.8, 1.2, shape)
         elif "moving_mean" in name or "beta" in name:
-            variable.assign(rng.normal(0.0, 0.2, variable.shape).astype(np.float32))
-        elif "logits.semantic/kernel" in name:
-            variable.assign(rng.normal(0.0, 0.5, variable.shape).astype(np.float32))
+            value = rng.normal(0.0, 0.05, shape)
+        else:
+            continue
+        variable.assign(value.astype(np.float32))
 
 
 def _reference(network, images):
