@@ -91,6 +91,11 @@ flags.DEFINE_float("min_scale_factor", 0.5, "Minimum random scale.")
 flags.DEFINE_float("max_scale_factor", 2.0, "Maximum random scale.")
 flags.DEFINE_float("scale_factor_step_size", 0.25, "Random scale step.")
 flags.DEFINE_integer("seed", 0, "Random seed (weights and input pipelines).")
+flags.DEFINE_boolean("deterministic", True,
+                     "Bit-identical reruns with equal flags and seed on one machine: "
+                     "Grappler's memory optimizer off (it sums some gradients in "
+                     "thread-timing order) and TensorFlow op determinism (GPU kernels); "
+                     "see core/determinism.py.")
 
 # -- PseudoSeg ------------------------------------------------------------
 flags.DEFINE_boolean("weakly", False,
@@ -318,6 +323,9 @@ def main(argv):
     # Logical devices and strategies must exist before any other TF op.
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.num_cpu_replicas, FLAGS.tpu)
     crop = validate_flags(strategy.num_replicas_in_sync)
+    from core import determinism
+
+    determinism.configure(FLAGS.deterministic)
 
     import keras
     import tensorflow as tf

@@ -54,6 +54,9 @@ flags.DEFINE_integer("repetitions", 7, "Timed repetitions (median reported).")
 flags.DEFINE_integer("steps_per_repetition", 3, "Steps per timed repetition.")
 flags.DEFINE_integer("warmup_steps", 3, "Untimed steps of each trainer after tracing.")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train steps.")
+flags.DEFINE_boolean("deterministic", True,
+                     "As train.py's --deterministic (core/determinism.py); false measures "
+                     "what it costs.")
 flags.DEFINE_boolean("pieces", False, "Also time the pieces of the PseudoSeg step.")
 flags.DEFINE_string("json", None, "Write the results to this JSON file.")
 
@@ -254,6 +257,9 @@ def main(argv):
         raise app.UsageError("--crop must be a multiple of --output_stride plus 1")
     import tensorflow as tf
 
+    from core import determinism
+
+    determinism.configure(FLAGS.deterministic)
     tf.get_logger().setLevel("ERROR")
     load_before = os.getloadavg()
     labeled, unlabeled = make_batch(FLAGS.num_classes, FLAGS.batch, FLAGS.crop)
@@ -262,7 +268,8 @@ def main(argv):
     pseudo_batch = {"labeled": labeled_t, "unlabeled": unlabeled_t}
 
     print(f"building {FLAGS.model_variant}, crop {FLAGS.crop}, batch {FLAGS.batch}, "
-          f"weak_view_bn={FLAGS.weak_view_bn}, jit_compile={FLAGS.jit_compile}", flush=True)
+          f"weak_view_bn={FLAGS.weak_view_bn}, jit_compile={FLAGS.jit_compile}, "
+          f"deterministic={FLAGS.deterministic}", flush=True)
     supervised = build("supervised")
     pseudoseg = build("pseudoseg", FLAGS.weak_view_bn)
     start = time.perf_counter()
@@ -322,7 +329,8 @@ def main(argv):
                          "repetitions": FLAGS.repetitions,
                          "steps_per_repetition": FLAGS.steps_per_repetition,
                          "warmup_steps": FLAGS.warmup_steps,
-                         "jit_compile": FLAGS.jit_compile},
+                         "jit_compile": FLAGS.jit_compile,
+                         "deterministic": FLAGS.deterministic},
             "supervised_step_s": round(supervised_s, 5),
             "pseudoseg_step_s": round(pseudoseg_s, 5),
             "ratio": round(ratio, 3),
