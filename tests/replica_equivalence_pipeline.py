@@ -15,7 +15,8 @@ statistics excluded, they would dilute the figure):
   examples permuted ([2, 3, 0, 1]), a mathematically identical step: the
   float32 summation-order floor no replica layout can beat.
 
-``--net=tiny``: ``tests/tiny_network.py`` (two batch norms, all synchronised);
+``--net=tiny``: ``tests/tiny_network.py`` (two batch norms, all synchronised
+unless ``--no-sync_batch_norm``);
 ``--net=demo``: the network of configs/demo.flags (MobileNetV2 and decoder).
 Needs the synthetic demo records (generated into ``--data_dir`` if missing).
 """
@@ -32,7 +33,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--net", choices=["tiny", "demo"], default="tiny")
-    parser.add_argument("--data_dir", default="data/synthetic")
+    parser.add_argument("--data_dir", default="data/synthetic",
+                        help="Records with labeled/unlabeled splits (the demo set is "
+                             "generated here when the directory has none).")
+    parser.add_argument("--sync_batch_norm", action=argparse.BooleanOptionalAction,
+                        default=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
@@ -43,7 +48,8 @@ def main():
 
     flags.FLAGS(["train.py", "--flagfile=configs/demo.flags", f"--dataset_dir={args.data_dir}",
                  "--train_logdir=unused", "--mode=pseudoseg", "--train_batch_size=4",
-                 "--seed=3", "--sync_batch_norm", "--use_dropout=false"])
+                 "--seed=3", f"--sync_batch_norm={args.sync_batch_norm}",
+                 "--use_dropout=false"])
     distribute.split_cpu(2)
 
     import keras
@@ -57,7 +63,8 @@ def main():
     from wss.pseudoseg import PseudoSegTrainer
 
     determinism.configure(True)
-    synthetic.ensure_demo_dataset(args.data_dir)
+    if not os.path.exists(os.path.join(args.data_dir, "dataset_info.json")):
+        synthetic.ensure_demo_dataset(args.data_dir)
     info = get_dataset_info("synthetic_shapes", args.data_dir)
     crop = train.validate_flags(2)
     one_device = tf.distribute.OneDeviceStrategy("/cpu:0")
@@ -71,9 +78,9 @@ def main():
             network = TinyNet(info.num_classes)
             for layer in network._flatten_layers():
                 if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.synchronized = True
+                    layer.synchronized = args.sync_batch_norm
             trainer = PseudoSegTrainer(network, info.num_classes, info.ignore_label,
-                                       weight_decay=4e-5, sync_batch_norm=True,
+                                       weight_decay=4e-5, sync_batch_norm=args.sync_batch_norm,
                                        sgc_batch_norm_decay=0.99)
             trainer.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
             trainer.prepare(tf.zeros((1, *crop, 3)))
@@ -100,23 +107,24 @@ def main():
             dataset = strategy.distribute_datasets_from_function(make_dataset)
         history = trainer.fit(dataset, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)
         update = [weights[id(trainer)][i].numpy() - initial[i] for i in trainable]
-        return update, float(history.history["loss"][-1])
+        return update, {name: float(values[-1]) for name, values in history.history.items()}
 
     def relative(a, b):
         return float(np.sqrt(sum(np.sum((x - y) ** 2) for x, y in zip(a, b))
                              / sum(np.sum(x ** 2) for x in a)))
 
-    update_one, loss_one = step(one, one_device)
+    update_one, logs_one = step(one, one_device)
     update_rerun, _ = step(one, one_device)
-    update_many, loss_many = step(many, mirrored)
+    update_many, logs_many = step(many, mirrored)
     batch = next(iter(make_dataset()))
     permuted = tf.nest.map_structure(lambda t: tf.gather(t, [2, 3, 0, 1]), batch)
-    update_permuted, loss_permuted = step(one, one_device,
+    update_permuted, logs_permuted = step(one, one_device,
                                           tf.data.Dataset.from_tensors(permuted).repeat())
     result = dict(net=args.net, one_vs_two=relative(update_one, update_many),
                   rerun=relative(update_one, update_rerun),
                   permuted=relative(update_one, update_permuted),
-                  loss_one=loss_one, loss_two=loss_many, loss_permuted=loss_permuted)
+                  sync_batch_norm=args.sync_batch_norm, logs_one=logs_one, logs_two=logs_many,
+                  logs_permuted=logs_permuted)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
     print(json.dumps(result, indent=1))

@@ -137,6 +137,7 @@ class PseudoSegTrainer(SegmentationTrainer):
         self.use_attention = use_attention
         self.weak_view_bn = weak_view_bn
         self.labeled_cam_head = labeled_cam_head
+        self.sync_batch_norm = sync_batch_norm
         spec = network.backbone_spec
         self.gradcam_endpoint = spec.output_endpoint
         self.hypercolumn_endpoints = tuple(hypercolumn_endpoints or spec.hypercolumn_endpoints)
@@ -171,16 +172,23 @@ class PseudoSegTrainer(SegmentationTrainer):
         """The labeled batch's Grad-CAMs and the classification logits for L_x.
 
         ``labeled_cam_head="training"`` (the reference): one training-mode call
-        of the head gives both, the CAM's channel weights averaged over this
-        replica's batch (the reference's per-clone batch). ``"inference"``: the
-        clean head's CAM, and the network's own training-mode logits for L_x.
+        of the head gives both, the CAM's channel weights averaged over the
+        batch, like a batch statistic: over this replica's batch (the
+        reference's per-clone batch), or with ``sync_batch_norm`` over the
+        global batch, so that the step does not depend on the replica count.
+        ``"inference"``: the clean head's CAM, and the network's own
+        training-mode logits for L_x.
         """
         if self.labeled_cam_head == "inference":
             return self.cams(outputs, image_labels), outputs["cls_logits"]
         features = outputs["endpoints"][self.gradcam_endpoint]
         alpha, cls_logits = channel_weights(self.network.classification_head, features,
                                             training=True)
-        alpha = tf.reduce_mean(alpha, axis=0, keepdims=True)
+        if self.sync_batch_norm:
+            alpha = losses_lib.cross_replica_sum(tf.reduce_sum(alpha, axis=0, keepdims=True))
+            alpha /= losses_lib.cross_replica_sum(tf.cast(tf.shape(features)[0], tf.float32))
+        else:
+            alpha = tf.reduce_mean(alpha, axis=0, keepdims=True)
         return cams_from_weights(features, alpha, image_labels), cls_logits
 
     def sgc_logits(self, outputs, cams, valid_mask, training):
