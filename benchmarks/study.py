@@ -44,7 +44,9 @@ checkpoint):
    seed-paired differences (arm A minus arm B on the same seeds), per-class IoU,
    the pseudo-label table and the wall times. So runs made by separate
    invocations (``--arms``, ``--seeds``, side by side on separate machines with
-   a shared work dir) merge into one summary.
+   a shared work dir) merge into one summary. Each invocation's wall time
+   (data preparation included) is appended to ``<work_dir>/invocations.json``
+   and listed in the summary.
 
 ``--parallel=N`` runs N runs side by side, each with ``TF_NUM_INTRAOP_THREADS``
 (and ``OMP_NUM_THREADS``) set to the CPU count / N. Logs go to
@@ -74,6 +76,7 @@ from typing import Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALL = "all"  # partition of arms that train on the whole training split
+INVOCATIONS = "invocations.json"  # wall time of every invocation that trained or evaluated
 
 
 class SpecError(ValueError):
@@ -194,13 +197,15 @@ def _seed_list(path, value, where):
     return tuple(value)
 
 
-def read_flagfile(path, seen=()):
+def read_flagfile(path, seen=(), counts=None):
     """``{flag: value}`` of a flagfile, nested ``--flagfile`` included (later wins).
 
     Boolean forms ``--name`` and ``--noname`` give "true" and "false"; a
-    repeated flag keeps its last value (enough for the flags the runner reads).
-    Nested paths are relative to the repository root, as ``train.py`` (run
-    there) resolves them.
+    repeated flag keeps its last value here (enough for the flags the runner
+    reads; absl appends the values of a repeated flag such as
+    ``--atrous_rates``). ``counts``, a dict, receives how often each flag
+    occurs. Nested paths are relative to the repository root, as ``train.py``
+    (run there) resolves them.
     """
     path = os.path.join(REPO, path)
     if not os.path.isfile(path):
@@ -217,13 +222,17 @@ def read_flagfile(path, seen=()):
                 raise SpecError(f"{path}:{number}: expected --flag=value, got {line!r}")
             name, has_value, value = line[2:].partition("=")
             if name == "flagfile":
-                values.update(read_flagfile(value, (*seen, path)))
-            elif has_value:
+                values.update(read_flagfile(value, (*seen, path), counts))
+                continue
+            if has_value:
                 values[name] = value
             elif name.startswith("no"):
-                values[name[2:]] = "false"
+                name = name[2:]
+                values[name] = "false"
             else:
                 values[name] = "true"
+            if counts is not None:
+                counts[name] = counts.get(name, 0) + 1
     return values
 
 
@@ -232,7 +241,8 @@ def flags_of(arguments):
     values = {}
     for argument in arguments:
         if not argument.startswith("--"):
-            raise SpecError(f"expected --flag=value, got {argument!r}")
+            raise SpecError(f"--extra_train_flags: expected --flag=value, got {argument!r} "
+                            f"(repeat --extra_train_flags once per flag)")
         name, has_value, value = argument[2:].partition("=")
         if name == "flagfile":
             values.update(read_flagfile(value))
@@ -431,10 +441,16 @@ def _load_arm(path, index, raw, dataset, partitions, extra):
             _fail(path, f"{where}.seeds", f"seeds {sorted(set(seeds) - set(part.seeds))} have "
                                           f"no draw of partition {partition!r} (its seeds: "
                                           f"{list(part.seeds)})")
+    counts = {}
     try:
-        settings = {**read_flagfile(flagfile), **extra}
+        settings = {**read_flagfile(flagfile, counts=counts), **extra}
     except SpecError as error:
         _fail(path, f"{where}.flagfile", str(error))
+    repeated = sorted(name for name in extra if counts.get(name, 0) > 1)
+    if repeated:
+        raise SpecError(f"--extra_train_flags: {['--' + n for n in repeated]} are repeated "
+                        f"flags in {flagfile}; train.py would append the extra values to "
+                        f"the flagfile's instead of replacing them: change the flagfile")
     for name in ("mode", "training_number_of_steps", "dataset"):
         if name not in settings:
             _fail(path, f"{where}.flagfile", f"{flagfile} does not set --{name} (the runner "
@@ -722,10 +738,17 @@ def write_summary(spec, work_dir):
     """Builds ``summary.json`` and ``summary.md`` from every result file present."""
     results = load_results(os.path.join(work_dir, "results"))
     summary = summarize(spec, results)
+    summary["invocations"] = _read_json(os.path.join(work_dir, INVOCATIONS)) or []
     summary["date"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     summary["work_dir"] = work_dir
     write_atomically(os.path.join(work_dir, "summary.json"), json.dumps(summary, indent=1))
     text = markdown(summary)
+    if summary["invocations"]:
+        text += "\nInvocations of the runner:\n\n| started | minutes | runs | parallel | " \
+                "failed |\n|---|---|---|---|---|\n" + "".join(
+                    f"| {i['started']} | {i['minutes']:.1f} | {' '.join(i['runs'])} | "
+                    f"{i['parallel']} | {' '.join(i['failed']) or '-'} |\n"
+                    for i in summary["invocations"])
     write_atomically(os.path.join(work_dir, "summary.md"), text)
     return summary, text
 
@@ -999,6 +1022,12 @@ class Runner:
         return failed
 
 
+def record_invocation(work_dir, record):
+    """Appends ``record`` to ``<work_dir>/invocations.json`` (a list)."""
+    path = os.path.join(work_dir, INVOCATIONS)
+    write_atomically(path, json.dumps((_read_json(path) or []) + [record], indent=1))
+
+
 def _read_json(path):
     if not os.path.exists(path):
         return None
@@ -1072,12 +1101,14 @@ def _define_flags():
     flags.DEFINE_list("eval_splits", ["val"],
                       "Splits every run is evaluated on (their records must be in "
                       "<work_dir>/records).")
-    flags.DEFINE_list("extra_train_flags", [],
-                      "Flags appended to every train.py command (e.g. "
-                      "--training_number_of_steps=20 for a smoke test; use a separate "
-                      "--work_dir for such runs).")
-    flags.DEFINE_list("extra_report_flags", [],
-                      "Flags appended to the pseudo-label report (e.g. --max_images=20).")
+    flags.DEFINE_multi_string("extra_train_flags", [],
+                              "A flag appended to every train.py command, repeated for "
+                              "several (e.g. --extra_train_flags=--training_number_of_steps=20 "
+                              "--extra_train_flags=--train_crop_size=97,97 for a smoke test; "
+                              "use a separate --work_dir for such runs).")
+    flags.DEFINE_multi_string("extra_report_flags", [],
+                              "A flag appended to the pseudo-label report, repeated for "
+                              "several (e.g. --extra_report_flags=--max_images=20).")
     flags.DEFINE_integer("parallel", 1, "Runs trained side by side.")
     flags.DEFINE_integer("threads_per_run", None,
                          "TF_NUM_INTRAOP_THREADS of each run (default: CPUs / --parallel).")
@@ -1133,9 +1164,16 @@ def main(argv):
     if FLAGS.prepare_only:
         runner.log(f"data ready in {runner.records_dir}")
         return
+    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     failed = runner.execute_all(runs)
     if FLAGS.dry_run:
         return
+    record_invocation(work_dir, dict(
+        started=started, minutes=(time.monotonic() - start) / 60,
+        runs=[r.name for r in runs], parallel=FLAGS.parallel,
+        threads_per_run=runner.threads_per_run, eval_splits=list(FLAGS.eval_splits),
+        extra_train_flags=list(FLAGS.extra_train_flags), failed=failed,
+        load_average_at_end=round(os.getloadavg()[0], 2)))
     _, text = write_summary(spec, work_dir)
     print()
     print(text)

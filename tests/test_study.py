@@ -206,6 +206,17 @@ def test_flagfile_errors_name_the_flagfile(tmp_path):
         study.load_spec(str(tmp_path / "missing.json"))
 
 
+def test_extra_flags_that_would_append_to_a_repeated_flag_are_refused(tmp_path):
+    spec = base_spec(tmp_path)
+    write_flagfile(tmp_path / "base.flags", "--dataset=tiny", "--training_number_of_steps=7",
+                   "--atrous_rates=2", "--atrous_rates=4")
+    path = save_spec(tmp_path, spec)
+    with pytest.raises(study.SpecError, match="\\['--atrous_rates'\\] are repeated flags"):
+        study.load_spec(path, ["--atrous_rates=3"])
+    with pytest.raises(study.SpecError, match="repeat --extra_train_flags once per flag"):
+        study.load_spec(path, ["--train_crop_size=97", "97"])
+
+
 def test_read_flagfile_nests_and_reads_booleans(tmp_path):
     inner = write_flagfile(tmp_path / "inner.flags", "--a=1", "--b=2", "--weakly")
     outer = write_flagfile(tmp_path / "outer.flags", f"--flagfile={inner}", "--b=3",
