@@ -914,6 +914,7 @@ class Runner:
                      parallel=self.parallel, threads=self.threads_per_run,
                      ended=datetime.datetime.now().astimezone().isoformat(timespec="seconds")))
             timing["train_command"] = " ".join(args)
+            timing["extra_train_flags"] = list(self.extra_train_flags)
             write_atomically(timing_path, json.dumps(timing, indent=1))
             latest = tf.train.latest_checkpoint(logdir)
             if latest is None or int(latest.rsplit("-", 1)[-1]) < steps:
@@ -937,6 +938,8 @@ class Runner:
                                 pixel_accuracy=evaluated["pixel_accuracy"], checkpoint=latest,
                                 eval_crop_size=evaluated.get("eval_crop_size"))
         report = previous.get("pseudo_label_report")
+        if report and report.get("checkpoint") != latest:
+            report = None
         if (run.arm.id, run.seed) in self.spec.report:
             report_dir = os.path.join(logdir, "pseudo_label_report")
             path = os.path.join(report_dir, f"{run.unlabeled_split}.json")
@@ -968,8 +971,10 @@ class Runner:
             seconds={"train": timing.get("train"), **seconds},
             train_command=timing.get("train_command"),
             train_invocations=timing.get("train_invocations", []),
-            extra_train_flags=list(self.extra_train_flags),
-            load_average_at_start=round(load, 2), last_logged=last_scalars(logdir),
+            extra_train_flags=timing.get("extra_train_flags", []),
+            load_average_at_start=(timing["train_invocations"][-1]["load_average_at_start"]
+                                   if timing.get("train_invocations") else None),
+            last_logged=last_scalars(logdir),
             date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             machine=dict(cpus=os.cpu_count(), platform=platform.platform(),
                          python=platform.python_version(), tensorflow=tf.__version__))

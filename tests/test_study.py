@@ -365,7 +365,7 @@ def test_a_tiny_study_runs_end_to_end(tmp_path):
     start = time.monotonic()
     done = subprocess.run([sys.executable, "benchmarks/study.py", f"--spec={spec_path}",
                            f"--work_dir={work}", "--parallel=2"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(f"tiny study: {time.monotonic() - start:.0f} s")
     assert (work / "splits" / "lab_0.txt").read_text().count("\n") == 2
@@ -386,7 +386,7 @@ def test_a_tiny_study_runs_end_to_end(tmp_path):
         os.link(path, path.with_name(path.name.replace("val-", "extra-")))
     again = subprocess.run([sys.executable, "benchmarks/study.py", f"--spec={spec_path}",
                             f"--work_dir={work}", "--arms=S", "--eval_splits=val,extra"],
-                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "train.py" not in again.stdout and "S_seed0: trained" in again.stdout
     assert "--eval_split=extra" in again.stdout and "--eval_split=val " not in again.stdout
@@ -395,5 +395,5 @@ def test_a_tiny_study_runs_end_to_end(tmp_path):
         summary["arms"]["S"]["splits"]["val"]["miou_mean"])
     missing = subprocess.run([sys.executable, "benchmarks/study.py", f"--spec={spec_path}",
                               f"--work_dir={work}", "--arms=S", "--eval_splits=nope"],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert missing.returncode == 1 and "--eval_splits: no records for ['nope']" in missing.stderr
