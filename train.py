@@ -282,13 +282,24 @@ def dataset_fn(info, crop, start_step=0):
 
 
 def initial_checkpoint_loader(network):
-    """A function loading ``--tf_initial_checkpoint`` into ``network``, or None."""
+    """A function that initialises ``network`` from ``--tf_initial_checkpoint``
+    (or leaves it at random initialisation without one), called by
+    ``training.fit`` when the run does not resume.
+
+    It prints what it loaded (counts of loaded, missing, excluded and unused
+    variables) and records the same in the ``initialization`` section of
+    ``<train_logdir>/run_config.json``.
+    """
     path = FLAGS.tf_initial_checkpoint
-    if not path:
-        return None
+    record = dict(tf_initial_checkpoint=path or None,
+                  initialize_last_layer=FLAGS.initialize_last_layer,
+                  num_model_variables=len(network.weights))
 
     def load():
-        if path == "keras:imagenet":
+        if not path:
+            record.update(source="random", loaded=0)
+            message = "starting from random initialisation (no --tf_initial_checkpoint)"
+        elif path == "keras:imagenet":
             from core.checkpoints import load_keras_mobilenet_v2
 
             try:
@@ -297,21 +308,41 @@ def initial_checkpoint_loader(network):
                 raise ValueError(
                     f"--tf_initial_checkpoint=keras:imagenet could not get Keras's "
                     f"MobileNetV2 ImageNet weights: {error}") from error
-            return f"initialised {copied} MobileNetV2 layers from keras.applications (ImageNet)"
-        if path.endswith(".weights.h5") or path.endswith(".keras"):
-            network.load_weights(path)
-            return f"initialised the network from Keras weights {path}"
-        from core.checkpoints import load_deeplab_checkpoint
-        from core.trainer_model import last_layer_scopes
+            record.update(source="keras:imagenet", loaded_layers=copied)
+            message = (f"initialised {copied} MobileNetV2 layers from keras.applications "
+                       f"(ImageNet)")
+        elif path.endswith(".weights.h5") or path.endswith(".keras"):
+            network.load_weights(path)  # raises unless every variable matches
+            record.update(source="keras_weights", loaded=len(network.weights), missing=0,
+                          excluded=0, unused=0)
+            message = f"initialised the network from Keras weights {path}"
+        else:
+            from core.checkpoints import load_deeplab_checkpoint
+            from core.trainer_model import last_layer_scopes
 
-        exclude = []
-        if not FLAGS.initialize_last_layer:
-            exclude = [s.replace(".", "/") for s in
-                       last_layer_scopes(network, FLAGS.last_layers_contain_logits_only)]
-        report = load_deeplab_checkpoint(network, path, exclude=exclude)
-        logging.info("%s", report.summary())
-        return (f"initialised from {report.path}: {len(report.loaded)} variables loaded, "
-                f"{len(report.missing) + len(report.excluded)} kept fresh")
+            exclude = []
+            if not FLAGS.initialize_last_layer:
+                exclude = [s.replace(".", "/") for s in
+                           last_layer_scopes(network, FLAGS.last_layers_contain_logits_only)]
+            report = load_deeplab_checkpoint(network, path, exclude=exclude)
+            print(report.summary(), flush=True)
+            record.update(source="deeplab_checkpoint", checkpoint=report.path,
+                          loaded=len(report.loaded), missing=len(report.missing),
+                          excluded=len(report.excluded), unused=len(report.unused),
+                          training_state_ignored=len(report.training_state),
+                          missing_names=report.missing, excluded_names=report.excluded,
+                          unused_names=report.unused)
+            message = (f"initialised from {report.path}: {len(report.loaded)} variables "
+                       f"loaded, {len(report.missing) + len(report.excluded)} kept fresh "
+                       f"({len(report.missing)} missing from the checkpoint, "
+                       f"{len(report.excluded)} last-layer variables excluded), "
+                       f"{len(report.unused)} checkpoint variables unused")
+        from core import distribute
+        from core.run_config import update_run_config
+
+        if distribute.is_chief():
+            update_run_config(FLAGS.train_logdir, initialization=record)
+        return message
 
     return load
 
@@ -362,7 +393,8 @@ def main(argv):
     if FLAGS.mode == "pseudoseg":
         run["pseudoseg"] = pseudoseg_settings()
     if distribute.is_chief():
-        write_run_config(FLAGS.train_logdir, run, FLAGS.flags_into_string())
+        write_run_config(FLAGS.train_logdir, run, FLAGS.flags_into_string(),
+                         keep=("initialization",))
     try:
         training.fit(trainer, dataset, FLAGS.train_logdir,
                      total_steps=FLAGS.training_number_of_steps, log_steps=FLAGS.log_steps,

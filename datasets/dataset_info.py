@@ -5,6 +5,10 @@ One place knows, per dataset, what the rest of the project needs about it:
 * ``pascal_voc_seg``: PASCAL VOC 2012 (+ SBD), 21 classes, ignore label 255.
 * ``coco``: COCO 2017 as 81-class semantic masks (see ``build_coco.py``),
   ignore label 255.
+* ``msrc``: MSRC-v2 as a VOC-like object dataset (``../shared/data/msrc``,
+  converted with ``build_folder.py``), 16 classes, ignore label 255; its split
+  sizes include the labeled/unlabeled lists of the MSRC study
+  (``benchmarks/studies/msrc.json``).
 * folder datasets (e.g. CamVid): described by the ``dataset_info.json`` that
   ``build_folder.py`` writes next to the records; ``get_dataset_info("folder",
   dataset_dir)`` (or any unregistered name whose directory holds that file)
@@ -69,6 +73,35 @@ COCO_SPLIT_SIZES = {
     "256_all": 463,
     "512_all": 232,
 }
+
+
+MSRC_CLASS_NAMES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "body", "book", "car",
+    "cat", "chair", "cow", "dog", "face", "flower", "sheep", "sign")
+
+# MSRC-v2 train (276) and val (59); the study draws 1/4 (69) and 1/8 (34) of
+# train as pixel-labeled, the rest unlabeled, each with seeds 0, 1, 2
+# (``msrc_split_names``).
+MSRC_NUM_TRAIN = 276
+MSRC_LABELED = {4: 69, 8: 34}
+MSRC_SEEDS = (0, 1, 2)
+
+
+def msrc_split_names(denominator: int, seed: int) -> Tuple[str, str]:
+    """Names of the study's labeled and unlabeled splits of MSRC train at 1/N,
+    e.g. ``("labeled_1_4_seed0", "unlabeled_1_4_seed0")``."""
+    return (f"labeled_1_{denominator}_seed{seed}",
+            f"unlabeled_1_{denominator}_seed{seed}")
+
+
+def _msrc_split_sizes():
+    sizes = {"train": MSRC_NUM_TRAIN, "val": 59}
+    for denominator, labeled in MSRC_LABELED.items():
+        for seed in MSRC_SEEDS:
+            labeled_name, unlabeled_name = msrc_split_names(denominator, seed)
+            sizes[labeled_name] = labeled
+            sizes[unlabeled_name] = MSRC_NUM_TRAIN - labeled
+    return sizes
 
 
 def generated_colormap(size: int = 256) -> Tuple[Tuple[int, int, int], ...]:
@@ -171,7 +204,18 @@ COCO = DatasetInfo(
     eval_crop_size=(641, 641),
 )
 
-_REGISTRY = {info.name: info for info in (PASCAL_VOC_SEG, COCO)}
+# Images are 320x213 (most), 320x240 and portrait versions: 321x321 pads
+# every one (the smallest size that is a multiple of 16 plus one).
+MSRC = DatasetInfo(
+    name="msrc",
+    num_classes=16,
+    ignore_label=255,
+    class_names=MSRC_CLASS_NAMES,
+    split_sizes=_msrc_split_sizes(),
+    eval_crop_size=(321, 321),
+)
+
+_REGISTRY = {info.name: info for info in (PASCAL_VOC_SEG, COCO, MSRC)}
 
 
 def registered_names() -> Tuple[str, ...]:
@@ -259,6 +303,23 @@ def read_dataset_info_json(dataset_dir: str) -> DatasetInfo:
         class_names=content.get("class_names"))
 
 
+def _check_registered_json(info: DatasetInfo, dataset_dir: str) -> None:
+    """Refuses records whose ``dataset_info.json`` (from build_folder.py) names
+    the registered dataset but describes different classes."""
+    path = os.path.join(dataset_dir, DATASET_INFO_FILENAME)
+    if not os.path.exists(path):
+        return
+    written = read_dataset_info_json(dataset_dir)
+    if written.name != info.name:
+        return
+    for field in ("num_classes", "ignore_label", "class_names"):
+        if getattr(written, field) != getattr(info, field):
+            raise ValueError(
+                f"{path} describes dataset {info.name!r} with {field}="
+                f"{getattr(written, field)!r}, but the registered descriptor has "
+                f"{getattr(info, field)!r}; convert with the registered settings")
+
+
 def get_dataset_info(name: str,
                      dataset_dir: Optional[str] = None,
                      *,
@@ -307,7 +368,10 @@ def get_dataset_info(name: str,
             "registered datasets and folder datasets (dataset_info.json) define "
             "their own")
     if name in _REGISTRY:
-        return _REGISTRY[name]
+        info = _REGISTRY[name]
+        if dataset_dir is not None:
+            _check_registered_json(info, dataset_dir)
+        return info
     if dataset_dir is not None and os.path.exists(
         os.path.join(dataset_dir, DATASET_INFO_FILENAME)):
         return read_dataset_info_json(dataset_dir)

@@ -36,6 +36,35 @@ def test_coco_descriptor():
     assert info.eval_crop_size == (641, 641)
 
 
+def test_msrc_descriptor(tmp_path):
+    info = dataset_info.get_dataset_info("msrc")
+    assert (info.num_classes, info.ignore_label) == (16, 255)
+    assert info.class_names[:3] == ("background", "aeroplane", "bicycle")
+    assert info.class_names[12] == "face" and info.class_names[15] == "sign"
+    assert info.eval_crop_size == (321, 321)
+    assert info.split_sizes["train"] == 276 and info.split_sizes["val"] == 59
+    for seed in (0, 1, 2):
+        assert info.split_sizes[f"labeled_1_4_seed{seed}"] == 69
+        assert info.split_sizes[f"unlabeled_1_4_seed{seed}"] == 207
+        assert info.split_sizes[f"labeled_1_8_seed{seed}"] == 34
+        assert info.split_sizes[f"unlabeled_1_8_seed{seed}"] == 242
+    assert dataset_info.msrc_split_names(8, 2) == ("labeled_1_8_seed2",
+                                                   "unlabeled_1_8_seed2")
+    # Records converted by build_folder.py with the registered settings are
+    # read as the registered descriptor (with its eval crop and split sizes);
+    # records that call themselves msrc but differ are refused.
+    written = dataset_info.folder_dataset_info(
+        "msrc", 16, 255, dataset_info.MSRC_CLASS_NAMES)
+    dataset_info.write_dataset_info_json(written, str(tmp_path))
+    assert dataset_info.get_dataset_info("msrc", str(tmp_path)) is info
+    other = tmp_path / "other"
+    other.mkdir()
+    dataset_info.write_dataset_info_json(
+        dataset_info.folder_dataset_info("msrc", 17, 255), str(other))
+    with pytest.raises(ValueError, match="num_classes=17.*registered"):
+        dataset_info.get_dataset_info("msrc", str(other))
+
+
 def test_descriptor_is_frozen():
     info = dataset_info.get_dataset_info("coco")
     with pytest.raises(Exception):

@@ -270,6 +270,22 @@ def test_initial_weights_from_a_keras_file_and_from_a_deeplab_tf1_checkpoint(dat
     # Everything but the last layers (logits and the classification head) loads.
     total = len(network.weights)
     assert f"{total - 4} variables loaded, 4 kept fresh" in deeplab_run.stdout
+    assert "0 missing from the checkpoint, 4 last-layer variables excluded" in deeplab_run.stdout
+    assert "0 checkpoint variables unused" in deeplab_run.stdout
+    # run_config.json states what was loaded, and keeps it when the run resumes.
+    record = json.loads((tmp_path / "b" / "run_config.json").read_text())["initialization"]
+    assert record["source"] == "deeplab_checkpoint" and record["checkpoint"] == prefix
+    assert (record["loaded"], record["missing"], record["excluded"], record["unused"]) == (
+        total - 4, 0, 4, 0)
+    assert record["num_model_variables"] == total and not record["initialize_last_layer"]
+    resumed = _run(_train_args(data_dir, tmp_path / "b", "--export=false",
+                               f"--tf_initial_checkpoint={prefix}", steps=2))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    assert json.loads((tmp_path / "b" / "run_config.json").read_text())[
+        "initialization"] == record
+    keras_record = json.loads((tmp_path / "a" / "run_config.json").read_text())["initialization"]
+    assert keras_record["source"] == "keras_weights" and keras_record["loaded"] == total
 
 
 def test_eval_watch_evaluates_new_checkpoints_until_the_final_step(trained):

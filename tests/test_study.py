@@ -1,0 +1,399 @@
+"""benchmarks/study.py: spec validation, run planning, summary statistics against numpy,
+merging of partial results, and one tiny end-to-end study on generated images."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def write_flagfile(path, *lines):
+    path.write_text("\n".join(["# test flagfile", *lines]) + "\n")
+    return str(path)
+
+
+def base_spec(tmp_path, **overrides):
+    """A valid spec dict on an unregistered dataset 'tiny' with flagfiles in tmp_path."""
+    base = write_flagfile(tmp_path / "base.flags", "--dataset=tiny",
+                          "--training_number_of_steps=7")
+    supervised = write_flagfile(tmp_path / "s.flags", f"--flagfile={base}", "--mode=supervised")
+    pseudoseg = write_flagfile(tmp_path / "p.flags", f"--flagfile={base}", "--mode=pseudoseg")
+    spec = {
+        "description": "test study",
+        "dataset": {"name": "tiny", "source_dir": str(tmp_path / "source"), "num_classes": 3,
+                    "ignore_label": 255, "class_names": ["bg", "a", "b"]},
+        "partitions": {
+            "1/4": {"denominator": 4, "seeds": [0, 1, 2], "labeled": "lab_{seed}",
+                    "unlabeled": "unl_{seed}"},
+            "one": {"num_labeled": 2, "fixed_seed": 5, "labeled": "lab_fixed",
+                    "unlabeled": "unl_fixed"}},
+        "arms": [
+            {"id": "S", "title": "(S)", "flagfile": supervised, "partition": "1/4",
+             "seeds": [0, 1, 2]},
+            {"id": "P", "title": "(P)", "flagfile": pseudoseg, "partition": "1/4",
+             "seeds": [0, 1, 2]},
+            {"id": "F", "title": "(F)", "flagfile": supervised, "partition": "all",
+             "seeds": [0]},
+            {"id": "X", "title": "(X)", "flagfile": pseudoseg, "partition": "one",
+             "seeds": [3, 4]}],
+        "pairs": [["P", "S"], ["F", "S"]],
+        "report": [{"arm": "P", "seed": 0}],
+    }
+    spec.update(overrides)
+    return spec
+
+
+def save_spec(tmp_path, spec, name="spec.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def result(arm, seed, miou, per_class=None, splits=("val",)):
+    return {"arm": arm, "seed": seed, "steps": 7,
+            "eval": {split: {"miou": miou, "per_class_iou": per_class or [miou, miou, None],
+                             "pixel_accuracy": 0.5} for split in splits},
+            "seconds": {"train": 60.0 + seed, "eval_val": 5.0}}
+
+
+# -- spec ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["msrc", "camvid"])
+def test_the_committed_specs_load(name):
+    spec = study.load_spec(str(REPO / "benchmarks" / "studies" / f"{name}.json"))
+    runs = study.plan_runs(spec)
+    if name == "msrc":
+        assert len(runs) == 19
+        assert [a for a in spec.arms] == ["S", "P", "W", "F", "R", "D", "A", "S8", "P8"]
+        assert spec.dataset.num_classes == 16 and spec.dataset.class_names[12] == "face"
+        by_name = {r.name: r for r in runs}
+        assert by_name["P_seed2"].train_split == "labeled_1_4_seed2"
+        assert by_name["P_seed2"].unlabeled_split == "unlabeled_1_4_seed2"
+        assert by_name["S8_seed1"].train_split == "labeled_1_8_seed1"
+        assert by_name["S8_seed1"].unlabeled_split is None
+        assert by_name["F_seed0"].train_split == "train"
+        assert spec.arms["W"].settings["weakly"] == "true"
+        assert spec.arms["R"].settings["tf_initial_checkpoint"] == ""
+        assert spec.arms["S"].settings["tf_initial_checkpoint"].endswith(
+            "mobilenet_v2_1.0_224/model.ckpt")
+        # Every arm: the same steps, batch, crop and schedule.
+        shared = {"training_number_of_steps", "train_batch_size", "train_crop_size",
+                  "base_learning_rate", "learning_power", "batch_norm_decay"}
+        assert len({tuple(a.settings[k] for k in sorted(shared))
+                    for a in spec.arms.values()}) == 1
+        assert spec.report == (("P", 0),)
+    else:
+        assert len(runs) == 11
+        assert {r.train_split for r in runs} == {"labeled_46", "train"}
+        assert spec.dataset.scale == 0.5 and spec.eval_flags == ("--eval_crop_size=none",)
+        h = next(r for r in runs if r.arm.id == "h")
+        assert h.seed == 1 and h.arm.settings["seed"] == "1"
+
+
+def test_a_valid_spec_plans_its_runs(tmp_path):
+    spec = study.load_spec(save_spec(tmp_path, base_spec(tmp_path)))
+    runs = study.plan_runs(spec)
+    assert [r.name for r in runs] == ["S_seed0", "S_seed1", "S_seed2", "P_seed0", "P_seed1",
+                                      "P_seed2", "F_seed0", "X_seed3", "X_seed4"]
+    by_name = {r.name: r for r in runs}
+    assert (by_name["S_seed1"].train_split, by_name["S_seed1"].unlabeled_split) == ("lab_1", None)
+    assert (by_name["P_seed2"].train_split, by_name["P_seed2"].unlabeled_split) == (
+        "lab_2", "unl_2")
+    assert by_name["F_seed0"].train_split == "train"
+    # A fixed draw serves every seed.
+    assert {(r.train_split, r.unlabeled_split) for r in runs if r.arm.id == "X"} == {
+        ("lab_fixed", "unl_fixed")}
+    assert [r.name for r in study.plan_runs(spec, ["P", "F"], [0])] == ["P_seed0", "F_seed0"]
+    command = study.train_command(by_name["P_seed2"], "/w", "/w/records", ["--log_steps=1"])
+    assert command == ["train.py", f"--flagfile={tmp_path}/p.flags",
+                       "--train_logdir=/w/runs/P_seed2", "--dataset_dir=/w/records",
+                       "--seed=2", "--train_split=lab_2", "--train_split_cls=unl_2",
+                       "--log_steps=1"]
+    with pytest.raises(study.SpecError, match="--arms: unknown arm.*'Q'"):
+        study.plan_runs(spec, ["Q"])
+
+
+def test_extra_train_flags_override_the_flagfiles(tmp_path):
+    spec = study.load_spec(save_spec(tmp_path, base_spec(tmp_path)),
+                           ["--training_number_of_steps=2", "--noweakly"])
+    assert spec.arms["S"].settings["training_number_of_steps"] == "2"
+    assert spec.arms["S"].settings["weakly"] == "false"
+
+
+def _break(tmp_path, change):
+    spec = base_spec(tmp_path)
+    change(spec)
+    return save_spec(tmp_path, spec)
+
+
+@pytest.mark.parametrize("change, field, message", [
+    (lambda s: s.pop("arms"), "arms", "missing"),
+    (lambda s: s.update(extra=1), "spec", "unknown field"),
+    (lambda s: s["dataset"].pop("num_classes"), "dataset.num_classes", "missing"),
+    (lambda s: s["dataset"].update(name="msrc"), "dataset",
+     "given by the registered dataset 'msrc'"),
+    (lambda s: s["dataset"].update(ignore_label=2), "dataset", "collides with class 2"),
+    (lambda s: s["partitions"]["1/4"].update(num_labeled=3), "partitions.1/4",
+     "exactly one of denominator and num_labeled"),
+    (lambda s: s["partitions"]["1/4"].update(labeled="lab"), "partitions.1/4.labeled",
+     "must contain {seed}"),
+    (lambda s: s["partitions"]["one"].update(labeled="lab_0"), "partitions.one",
+     "'lab_0' is used twice"),
+    (lambda s: s["partitions"]["1/4"].pop("seeds"), "partitions.1/4",
+     "exactly one of seeds"),
+    (lambda s: s["arms"][0].update(partition="1/3"), "arms[0] (S).partition",
+     "unknown partition '1/3'"),
+    (lambda s: s["arms"][0].update(seeds=[0, 7]), "arms[0] (S).seeds",
+     "seeds [7] have no draw"),
+    (lambda s: s["arms"][0].update(seeds=[]), "arms[0] (S).seeds", "non-empty list"),
+    (lambda s: s["arms"][1].update(id="S"), "arms[1].id", "'S' is used twice"),
+    (lambda s: s["arms"][0].update(flagfile="/nonexistent.flags"), "arms[0] (S).flagfile",
+     "/nonexistent.flags does not exist"),
+    (lambda s: s["arms"][1].update(partition="all"), "arms[1] (P).partition",
+     "PseudoSeg arm needs a partition"),
+    (lambda s: s.update(pairs=[["P", "Q"]]), "pairs[0]", "unknown arm 'Q'"),
+    (lambda s: s.update(pairs=[["P"]]), "pairs[0]", "expected [arm, arm]"),
+    (lambda s: s.update(report=[{"arm": "S", "seed": 0}]), "report[0]",
+     "not a PseudoSeg arm"),
+    (lambda s: s.update(report=[{"arm": "P", "seed": 9}]), "report[0].seed",
+     "arm P has no seed 9"),
+    (lambda s: s.update(eval_flags=["eval_crop_size=none"]), "eval_flags",
+     "list of --flag=value"),
+])
+def test_spec_errors_name_the_file_and_field(tmp_path, change, field, message):
+    path = _break(tmp_path, change)
+    with pytest.raises(study.SpecError) as error:
+        study.load_spec(path)
+    text = str(error.value)
+    assert text.startswith(f"{path}: {field}:"), text
+    assert message in text, text
+
+
+def test_flagfile_errors_name_the_flagfile(tmp_path):
+    spec = base_spec(tmp_path)
+    no_mode = write_flagfile(tmp_path / "no_mode.flags", "--dataset=tiny",
+                             "--training_number_of_steps=3")
+    other = write_flagfile(tmp_path / "other.flags", "--dataset=voc", "--mode=supervised",
+                           "--training_number_of_steps=3")
+    wrong_split = write_flagfile(tmp_path / "wrong.flags", f"--flagfile={tmp_path}/s.flags",
+                                 "--train_split=unl_0")
+    for flagfile, message in ((no_mode, "does not set --mode"),
+                              (other, "sets --dataset=voc, the spec's dataset is 'tiny'"),
+                              (wrong_split, "--train_split=unl_0, which is not a labeled "
+                                            "split of partition '1/4'")):
+        spec["arms"][0]["flagfile"] = flagfile
+        path = save_spec(tmp_path, spec)
+        with pytest.raises(study.SpecError, match="arms\\[0\\] \\(S\\).flagfile") as error:
+            study.load_spec(path)
+        assert message in str(error.value) and flagfile in str(error.value)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(study.SpecError, match="bad.json: not valid JSON"):
+        study.load_spec(str(tmp_path / "bad.json"))
+    with pytest.raises(study.SpecError, match="missing.json: no such study spec"):
+        study.load_spec(str(tmp_path / "missing.json"))
+
+
+def test_extra_flags_that_would_append_to_a_repeated_flag_are_refused(tmp_path):
+    spec = base_spec(tmp_path)
+    write_flagfile(tmp_path / "base.flags", "--dataset=tiny", "--training_number_of_steps=7",
+                   "--atrous_rates=2", "--atrous_rates=4")
+    path = save_spec(tmp_path, spec)
+    with pytest.raises(study.SpecError, match="\\['--atrous_rates'\\] are repeated flags"):
+        study.load_spec(path, ["--atrous_rates=3"])
+    with pytest.raises(study.SpecError, match="repeat --extra_train_flags once per flag"):
+        study.load_spec(path, ["--train_crop_size=97", "97"])
+
+
+def test_read_flagfile_nests_and_reads_booleans(tmp_path):
+    inner = write_flagfile(tmp_path / "inner.flags", "--a=1", "--b=2", "--weakly")
+    outer = write_flagfile(tmp_path / "outer.flags", f"--flagfile={inner}", "--b=3",
+                           "--nouse_attention", "--empty=")
+    assert study.read_flagfile(outer) == {"a": "1", "b": "3", "weakly": "true",
+                                          "use_attention": "false", "empty": ""}
+    loop = tmp_path / "loop.flags"
+    loop.write_text(f"--flagfile={loop}\n")
+    with pytest.raises(study.SpecError, match="includes itself"):
+        study.read_flagfile(str(loop))
+    (tmp_path / "junk.flags").write_text("a=1\n")
+    with pytest.raises(study.SpecError, match="junk.flags:1: expected --flag=value"):
+        study.read_flagfile(str(tmp_path / "junk.flags"))
+
+
+# -- statistics ---------------------------------------------------------------------
+
+
+def test_summary_statistics_match_numpy(tmp_path):
+    spec = study.load_spec(save_spec(tmp_path, base_spec(tmp_path)))
+    s = {0: 0.40, 1: 0.45, 2: 0.38}
+    p = {0: 0.47, 1: 0.46, 2: 0.49}
+    results = {f"S_seed{k}": result("S", k, v, [v, v / 2, None]) for k, v in s.items()}
+    results.update({f"P_seed{k}": result("P", k, v, [v, 0.1, 0.3]) for k, v in p.items()})
+    results["F_seed0"] = result("F", 0, 0.55)
+    summary = study.summarize(spec, results)
+    arm_s = summary["arms"]["S"]["splits"]["val"]
+    values = 100 * np.array([s[0], s[1], s[2]])
+    assert arm_s["miou_mean"] == pytest.approx(values.mean())
+    assert arm_s["miou_std"] == pytest.approx(values.std(ddof=1))
+    assert arm_s["n"] == 3
+    np.testing.assert_allclose(arm_s["per_class_iou_mean"][:2],
+                               [values.mean(), values.mean() / 2])
+    assert arm_s["per_class_iou_mean"][2] is None  # absent from every seed's val
+    pair = next(x for x in summary["pairs"] if (x["a"], x["b"]) == ("P", "S"))
+    differences = 100 * (np.array([p[0], p[1], p[2]]) - np.array([s[0], s[1], s[2]]))
+    assert pair["seeds"] == [0, 1, 2]
+    np.testing.assert_allclose([pair["differences"][str(k)] for k in range(3)], differences)
+    assert pair["mean"] == pytest.approx(differences.mean())
+    assert pair["std"] == pytest.approx(differences.std(ddof=1))
+    assert pair["min"] == pytest.approx(differences.min())
+    assert pair["all_positive"] is True
+    # F has one seed: the pair F - S uses seed 0 only, without a std.
+    single = next(x for x in summary["pairs"] if (x["a"], x["b"]) == ("F", "S"))
+    assert single["seeds"] == [0] and single["std"] is None
+    assert single["mean"] == pytest.approx(100 * (0.55 - s[0]))
+    assert summary["arms"]["F"]["splits"]["val"]["miou_std"] is None
+    assert summary["arms"]["X"]["splits"] == {}
+    text = study.markdown(summary)
+    assert f"| (S) | 3/3 | {values.mean():.2f} ± {values.std(ddof=1):.2f} |" in text
+    assert f"| P − S | val | 3 |" in text
+    assert f"{differences.mean():.2f} ± {differences.std(ddof=1):.2f}" in text
+
+
+def test_partial_results_merge_into_one_summary(tmp_path):
+    """Two invocations (e.g. --seeds=0 and --seeds=1,2) write their own result
+    files; the summary is built from all of them, also across splits."""
+    spec = study.load_spec(save_spec(tmp_path, base_spec(tmp_path)))
+    results_dir = tmp_path / "work" / "results"
+    results_dir.mkdir(parents=True)
+    values = {("S", 0): 0.30, ("S", 1): 0.35, ("S", 2): 0.32, ("P", 0): 0.36, ("P", 2): 0.31}
+    first = {("S", 0), ("P", 0)}
+    for (arm, seed), miou in values.items():
+        if (arm, seed) in first:
+            (results_dir / f"{arm}_seed{seed}.json").write_text(
+                json.dumps(result(arm, seed, miou, splits=("val", "test"))))
+    partial = study.summarize(spec, study.load_results(str(results_dir)))
+    assert partial["arms"]["S"]["seeds"] == [0]
+    assert partial["splits"] == ["val", "test"]
+    for (arm, seed), miou in values.items():
+        if (arm, seed) not in first:
+            (results_dir / f"{arm}_seed{seed}.json").write_text(
+                json.dumps(result(arm, seed, miou)))
+    (results_dir / "Z_seed0.json").write_text(json.dumps(result("Z", 0, 0.9)))
+    summary, text = study.write_summary(spec, str(tmp_path / "work"))
+    assert summary == json.loads((tmp_path / "work" / "summary.json").read_text())
+    assert summary["arms"]["S"]["seeds"] == [0, 1, 2]
+    assert summary["ignored_results"] == ["Z_seed0"]
+    s = 100 * np.array([0.30, 0.35, 0.32])
+    assert summary["arms"]["S"]["splits"]["val"]["miou_mean"] == pytest.approx(s.mean())
+    assert summary["arms"]["S"]["splits"]["test"]["n"] == 1
+    pair = next(x for x in summary["pairs"]
+                if (x["a"], x["b"], x["split"]) == ("P", "S", "val"))
+    assert pair["seeds"] == [0, 2]  # P has no seed 1 yet
+    differences = 100 * np.array([0.36 - 0.30, 0.31 - 0.32])
+    assert pair["mean"] == pytest.approx(differences.mean())
+    assert pair["std"] == pytest.approx(differences.std(ddof=1))
+    assert pair["all_positive"] is False
+    assert (tmp_path / "work" / "summary.md").read_text() == text
+    (results_dir / "broken.json").write_text(json.dumps({"arm": "S"}))
+    with pytest.raises(ValueError, match="broken.json lacks 'seed'"):
+        study.load_results(str(results_dir))
+
+
+# -- end to end ---------------------------------------------------------------------
+
+
+def write_source(root, counts=(("train", 8), ("val", 2)), size=(40, 40), num_classes=3):
+    """A tiny dataset folder: images/<split>/<id>.png, labels/<split>/<id>.png, <split>.txt."""
+    from datasets import fake_sources
+
+    rng = np.random.default_rng(0)
+    for split, count in counts:
+        ids = []
+        for index in range(count):
+            image_id = f"{split}_{index:02d}"
+            fake_sources.save_png(str(root / "images" / split / f"{image_id}.png"),
+                                  fake_sources.random_image(rng, *size))
+            mask = fake_sources.random_mask(rng, *size, range(num_classes))
+            mask[:2] = 255
+            fake_sources.save_png(str(root / "labels" / split / f"{image_id}.png"), mask)
+            ids.append(image_id)
+        (root / f"{split}.txt").write_text("\n".join(ids) + "\n")
+
+
+def test_a_tiny_study_runs_end_to_end(tmp_path):
+    """Data, splits, two runs side by side (supervised and PseudoSeg, 2 steps), their
+    evaluation, the pseudo-label report and the summary, then a resumed invocation
+    that only evaluates a new split."""
+    write_source(tmp_path / "source")
+    base = write_flagfile(
+        tmp_path / "base.flags", "--dataset=tiny", "--model_variant=mobilenet_v2",
+        "--decoder_output_stride=4", "--train_crop_size=33,33", "--train_batch_size=2",
+        "--training_number_of_steps=2", "--base_learning_rate=0.01", "--cutout_size=8",
+        "--log_steps=1", "--export=false")
+    spec = {
+        "description": "tiny",
+        "dataset": {"name": "tiny", "source_dir": str(tmp_path / "source"), "num_classes": 3,
+                    "ignore_label": 255, "class_names": ["bg", "a", "b"], "num_shards": 1},
+        "partitions": {"1/4": {"denominator": 4, "seeds": [0], "labeled": "lab_{seed}",
+                               "unlabeled": "unl_{seed}"}},
+        "arms": [
+            {"id": "S", "title": "(S)", "partition": "1/4", "seeds": [0],
+             "flagfile": write_flagfile(tmp_path / "s.flags", f"--flagfile={base}",
+                                        "--mode=supervised")},
+            {"id": "P", "title": "(P)", "partition": "1/4", "seeds": [0],
+             "flagfile": write_flagfile(tmp_path / "p.flags", f"--flagfile={base}",
+                                        "--mode=pseudoseg")}],
+        "pairs": [["P", "S"]],
+        "report": [{"arm": "P", "seed": 0}],
+        "eval_flags": ["--eval_crop_size=none"],
+    }
+    spec_path = save_spec(tmp_path, spec)
+    work = tmp_path / "work"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "benchmarks/study.py", f"--spec={spec_path}",
+                           f"--work_dir={work}", "--parallel=2"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    print(f"tiny study: {time.monotonic() - start:.0f} s")
+    assert (work / "splits" / "lab_0.txt").read_text().count("\n") == 2
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["arms"]["S"]["seeds"] == [0] and summary["arms"]["P"]["seeds"] == [0]
+    assert 0 <= summary["arms"]["P"]["splits"]["val"]["miou_mean"] <= 100
+    assert summary["pairs"][0]["seeds"] == [0]
+    report = summary["pseudo_label_reports"][0]
+    assert report["split"] == "unl_0" and set(report["sources"]) == {"decoder", "sgc", "fused"}
+    p_result = json.loads((work / "results" / "P_seed0.json").read_text())
+    assert p_result["train_split"] == "lab_0" and p_result["unlabeled_split"] == "unl_0"
+    assert p_result["initialization"]["source"] == "random"
+    assert p_result["seconds"]["train"] > 0 and p_result["train_invocations"][0]["threads"] >= 1
+    assert "--train_split_cls=unl_0" in p_result["train_command"]
+    assert "| (P) | 1/1 |" in (work / "summary.md").read_text()
+    # A new split in the records directory: a second invocation evaluates only it.
+    for path in (work / "records").glob("val-*"):
+        os.link(path, path.with_name(path.name.replace("val-", "extra-")))
+    again = subprocess.run([sys.executable, "benchmarks/study.py", f"--spec={spec_path}",
+                            f"--work_dir={work}", "--arms=S", "--eval_splits=val,extra"],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "train.py" not in again.stdout and "S_seed0: trained" in again.stdout
+    assert "--eval_split=extra" in again.stdout and "--eval_split=val " not in again.stdout
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["arms"]["S"]["splits"]["extra"]["miou_mean"] == pytest.approx(
+        summary["arms"]["S"]["splits"]["val"]["miou_mean"])
+    missing = subprocess.run([sys.executable, "benchmarks/study.py", f"--spec={spec_path}",
+                              f"--work_dir={work}", "--arms=S", "--eval_splits=nope"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert missing.returncode == 1 and "--eval_splits: no records for ['nope']" in missing.stderr
