@@ -76,8 +76,10 @@ def test_tfds_training_batches():
     with tfds.testing.mock_data(as_dataset_fn=mock_as_dataset):
         labeled = next(iter(input_pipeline.labeled_dataset(
             info, None, "train", 16, 8, seed=0)))
+        # A CutOut square smaller than the crop, so that the image-level labels
+        # (classes visible in the strong view) are neither empty nor the weak crop's.
         unlabeled = next(iter(input_pipeline.unlabeled_dataset(
-            info, None, "train", 16, 4, seed=0, weakly=True)))
+            info, None, "train", 16, 4, seed=0, weakly=True, cutout_size=8)))
     assert labeled["image"].shape == (8, 16, 16, 3)
     for label, presence in zip(labeled["label"].numpy(),
                                labeled["class_presence"].numpy()):
@@ -85,9 +87,11 @@ def test_tfds_training_batches():
         assert values <= {1, 2, 3}
         np.testing.assert_array_equal(presence, [1 in values, 2 in values])
     assert unlabeled["strong_image"].shape == (4, 16, 16, 3)
-    for label, labels in zip(unlabeled["monitor_label"].numpy(),
-                             unlabeled["image_labels"].numpy()):
-        values = set(np.unique(label).tolist())
+    strong_valid = unlabeled["strong_valid_mask"].numpy()
+    assert 0 < strong_valid.mean() < 1
+    for label, valid, labels in zip(unlabeled["monitor_label"].numpy(), strong_valid,
+                                    unlabeled["image_labels"].numpy()):
+        values = set(np.unique(label[..., 0][valid[..., 0] > 0]).tolist())
         np.testing.assert_array_equal(labels, [1 in values, 2 in values])
 
 
