@@ -173,28 +173,121 @@ def test_xla_train_step_gives_the_same_losses_on_a_fixed_batch():
         assert actual[name][0] == pytest.approx(expected[name][0], rel=1e-4), name
 
 
-def test_mixed_bfloat16_gives_finite_losses_close_to_float32():
+def _calibrate_and_freeze_batch_norm(trainer, images):
+    """Sets every batch norm of the network to the statistics of ``images``
+    (one training-mode pass with momentum 0; skipped for None) and freezes it
+    (inference mode, also inside the train step). Every layer then sees
+    unit-scale activations, and no normalisation over a few positions divides
+    by a tiny variance."""
     import keras
 
-    reference = _pseudoseg_trainer()
+    layers = [layer for layer in trainer.network._flatten_layers()
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    assert layers
+    if images is not None:
+        for layer in layers:
+            layer.momentum = 0.0
+        trainer.network(images, training=True)
+    for layer in layers:
+        layer.trainable = False
+
+
+def _tiny_pseudoseg_trainer():
+    import keras
+    import numpy as np
+
+    from tests.tiny_network import TinyNet
+    from wss.pseudoseg import PseudoSegTrainer
+
+    keras.utils.set_random_seed(0)
+    trainer = PseudoSegTrainer(TinyNet(4), 4, 255, weight_decay=4e-5)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    trainer.prepare(np.zeros((1, 33, 33, 3), np.float32))
+    trainer.optimizer.build(trainer.trainable_variables)
+    return trainer
+
+
+def test_mixed_bfloat16_runs_the_deeplab_network_in_bfloat16_and_the_sgc_in_float32():
+    import keras
+    import numpy as np
+
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         mixed = _pseudoseg_trainer()
-        assert mixed.network.get_layer("aspp0").compute_dtype == "bfloat16"
-        assert mixed.sgc.compute_dtype == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    _copy_weights(reference, mixed)
-    expected = _fit_history(reference, 3)
-    actual = _fit_history(mixed, 3)
-    # bfloat16 keeps 8 bits of mantissa. In a random network, training-mode
-    # batch norm over the few positions of the deepest map amplifies that noise,
-    # and the classifier, Grad-CAM and SGC read that map: on the first step
-    # (equal weights) every term is within 10%; afterwards the updates differ,
-    # and the terms that do not go through the deepest map stay within 5%.
+    assert mixed.network.get_layer("aspp0").compute_dtype == "bfloat16"
+    assert mixed.network.get_layer("aspp0").variable_dtype == "float32"
+    assert mixed.sgc.compute_dtype == "float32"
+    history = _fit_history(mixed, 2)
     for name in ("loss", "loss_seg", "loss_cls", "loss_sgc", "loss_consistency"):
-        assert all(abs(value) < float("inf") for value in actual[name]), name
-        assert actual[name][0] == pytest.approx(expected[name][0], rel=0.1), name
-    for name in ("loss_seg", "loss_consistency"):
-        for step in (1, 2):
-            assert actual[name][step] == pytest.approx(expected[name][step], rel=0.05), name
+        assert np.all(np.isfinite(history[name])), (name, history[name])
+
+
+def test_mixed_bfloat16_matches_float32_within_the_rounding_of_bfloat16():
+    """Under mixed_bfloat16 the losses differ from float32's only by what
+    bfloat16 rounding explains, on any CPU (with or without native bfloat16).
+
+    Robust by construction. A random deep network is chaotic: in MobileNetV2 at
+    crop 33, even with calibrated batch norm, the rounding grows from 0.9%
+    relative L2 at the first layer to 51% at the last block and 88% at the
+    logits, and how far depends on the CPU's bfloat16 kernels. So the bounds are
+    checked on tests/tiny_network.py (4 convolutions and a 3-layer head), whose
+    batch norm is calibrated on the batch and frozen, so no normalisation
+    divides by a small variance. The bounds:
+
+    - logits: bfloat16 keeps 8 significant bits, unit roundoff u = 2**-8. Each
+      of the 4 weight layers to the logits rounds its inputs and weights (2
+      relative errors of at most u); at unit-scale activations they add like a
+      random walk, sqrt(2 * 4) * u = 1.1% relative L2; the bound 5% leaves 4.5x
+      (a layer computing garbage or in the wrong precision gives O(1)).
+    - L_s (softmax cross-entropy): d CE / d z = p - onehot, whose L1 norm is
+      at most 2, so per pixel |dCE| <= 2 max_k |dz_k|; bilinear upsampling and
+      the mean over pixels do not increase the maximum: |dL_s| <= 2 max|dz|.
+    - L_x (sigmoid cross-entropy): d / d z = sigmoid(z) - y in (-1, 1), so
+      |dL_x| <= max|dz_cls|.
+    Grad-CAM (normalised by its maximum) and the SGC's training-mode batch norm
+    (over 2 x 3 x 3 positions) amplify the rounding by a data-dependent factor,
+    so L_sa and L_u are checked finite, not against a bound.
+    """
+    import keras
+    import numpy as np
+
+    reference = _tiny_pseudoseg_trainer()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = _tiny_pseudoseg_trainer()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert mixed.network.conv1.compute_dtype == "bfloat16"
+    assert mixed.sgc.compute_dtype == "float32"
+    batch = next(iter(_fixed_pseudoseg_batch()))
+    images = np.concatenate([batch["labeled"]["image"], batch["unlabeled"]["weak_image"],
+                             batch["unlabeled"]["strong_image"]])
+    _calibrate_and_freeze_batch_norm(reference, images)
+    _calibrate_and_freeze_batch_norm(mixed, None)
+    # The float32 statistics, frozen in both; the two models' variables pair by
+    # creation order (their paths differ by the models' name suffixes).
+    assert [v.shape for v in reference.weights] == [v.shape for v in mixed.weights]
+    for source, target in zip(reference.weights, mixed.weights):
+        target.assign(source.numpy())
+
+    labeled = batch["labeled"]["image"]
+    expected_out = reference.network(labeled, training=True)
+    actual_out = mixed.network(labeled, training=True)
+    assert actual_out["logits"].dtype.name == "bfloat16"
+    z = expected_out["logits"].numpy()
+    dz = np.asarray(actual_out["logits"], np.float32) - z
+    dz_cls = (np.asarray(actual_out["cls_logits"], np.float32)
+              - expected_out["cls_logits"].numpy())
+    relative = np.linalg.norm(dz) / np.linalg.norm(z)
+    assert 0 < relative < 0.05, relative  # 0: the policy did nothing
+
+    expected = _fit_history(reference, 1)
+    actual = _fit_history(mixed, 1)
+    for name in ("loss", "loss_seg", "loss_cls", "loss_sgc", "loss_consistency"):
+        assert np.isfinite(actual[name][0]), name
+    assert abs(actual["loss_seg"][0] - expected["loss_seg"][0]) <= 2 * np.abs(dz).max()
+    assert abs(actual["loss_cls"][0] - expected["loss_cls"][0]) <= np.abs(dz_cls).max()
+
+

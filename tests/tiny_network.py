@@ -46,7 +46,8 @@ class TinyNet(keras.Model):
         b1 = tf.nn.relu(self.bn1(self.conv1(x), training=training))
         b2 = tf.nn.relu(self.bn2(self.conv2(b1), training=training))
         b3 = self.conv3(b2)  # linear: the CAM's ReLU has negative sums to cut
-        up = tf.compat.v1.image.resize_bilinear(b3, tf.shape(b2)[1:3], align_corners=True)
+        up = tf.cast(tf.compat.v1.image.resize_bilinear(b3, tf.shape(b2)[1:3],
+                                                        align_corners=True), b2.dtype)
         logits = self.seg(tf.concat([b2, up], axis=-1))
         return {"logits": logits,
                 "cls_logits": self.classification_head(b3, training=training),
