@@ -397,3 +397,33 @@ def test_a_tiny_study_runs_end_to_end(tmp_path):
                               f"--work_dir={work}", "--arms=S", "--eval_splits=nope"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert missing.returncode == 1 and "--eval_splits: no records for ['nope']" in missing.stderr
+
+
+def test_demo_seeds_summary_pairs_by_seed(tmp_path):
+    """benchmarks/demo_seeds.py: per-arm mean and sample std and the
+    seed-paired difference, from the runs' eval_val.json (missing runs left out
+    of the pairs)."""
+    from benchmarks import demo_seeds
+
+    mious = {"pseudoseg": {0: 0.61, 1: 0.55, 2: 0.70}, "supervised": {0: 0.60, 1: 0.58}}
+    for arm, by_seed in mious.items():
+        for seed, miou in by_seed.items():
+            run = Path(demo_seeds.run_dir(str(tmp_path), arm, seed))
+            run.mkdir()
+            (run / "eval_val.json").write_text(json.dumps({"miou": miou}))
+    summary = demo_seeds.summarize(str(tmp_path), [0, 1, 2])
+    pseudoseg = [61.0, 55.0, 70.0]
+    assert summary["arms"]["pseudoseg"]["mean"] == pytest.approx(np.mean(pseudoseg))
+    assert summary["arms"]["pseudoseg"]["std"] == pytest.approx(np.std(pseudoseg, ddof=1))
+    assert summary["arms"]["supervised"]["seeds"] == [0, 1]
+    diff = summary["pseudoseg_minus_supervised"]
+    assert diff["per_seed"] == pytest.approx([1.0, -3.0])
+    assert diff["mean"] == pytest.approx(-1.0)
+    assert diff["std"] == pytest.approx(np.std([1.0, -3.0], ddof=1))
+    assert diff["all_positive"] is False
+    table = demo_seeds.markdown(summary, [0, 1, 2])
+    assert "| supervised (`configs/demo_supervised.flags`) | 60.00 | 58.00 | - | 59.00 ± 1.41 |" \
+        in table
+    assert "| PseudoSeg − supervised (seed-paired) | +1.00 | -3.00 | - | -1.00 ± 2.83 |" in table
+    command = demo_seeds.train_command(str(tmp_path), "pseudoseg", 2)
+    assert command[1:4] == ["train.py", "--flagfile=configs/demo.flags", "--seed=2"]
