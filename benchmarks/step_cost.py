@@ -158,11 +158,13 @@ def step_function(trainer, batch):
 
 
 def run_steps(fn, batch, steps):
-    start = time.perf_counter()
+    """(wall seconds, process CPU seconds) per step. The CPU seconds of all the
+    process's threads depend much less on other jobs' load than the wall time."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(steps):
         logs = fn(batch)
     float(logs["loss"])  # wait for the last step
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, (time.process_time() - cpu_start) / steps
 
 
 def time_pieces(trainer, labeled, unlabeled):
@@ -281,10 +283,14 @@ def main(argv):
     print(f"traced and warmed up in {time.perf_counter() - start:.1f} s", flush=True)
 
     supervised_times, pseudoseg_times = [], []
+    supervised_cpu, pseudoseg_cpu = [], []
     for repetition in range(FLAGS.repetitions):
-        supervised_times.append(run_steps(supervised_fn, labeled_t, FLAGS.steps_per_repetition))
-        pseudoseg_times.append(run_steps(pseudoseg_fn, pseudo_batch,
-                                         FLAGS.steps_per_repetition))
+        wall, cpu = run_steps(supervised_fn, labeled_t, FLAGS.steps_per_repetition)
+        supervised_times.append(wall)
+        supervised_cpu.append(cpu)
+        wall, cpu = run_steps(pseudoseg_fn, pseudo_batch, FLAGS.steps_per_repetition)
+        pseudoseg_times.append(wall)
+        pseudoseg_cpu.append(cpu)
         print(f"  repetition {repetition + 1}/{FLAGS.repetitions}: supervised "
               f"{supervised_times[-1]:.3f} s/step, PseudoSeg {pseudoseg_times[-1]:.3f} s/step",
               flush=True)
@@ -306,6 +312,8 @@ def main(argv):
     print(f"ratio PseudoSeg / supervised: {ratio:.2f} (median of per-repetition ratios "
           f"{pair_ratio:.2f})")
     print(f"network passes per PseudoSeg step: {pseudoseg_passes}")
+    print(f"process CPU s/step (median): supervised {statistics.median(supervised_cpu):.4f}, "
+          f"PseudoSeg {statistics.median(pseudoseg_cpu):.4f}")
     if pieces:
         print("pieces (s per call, median):")
         for name, seconds in pieces.items():
@@ -339,6 +347,8 @@ def main(argv):
             "pseudoseg_labeled_images_per_s": round(FLAGS.batch / pseudoseg_s, 3),
             "supervised_passes": supervised_passes,
             "pseudoseg_passes": pseudoseg_passes,
+            "supervised_cpu_s_per_step": round(statistics.median(supervised_cpu), 5),
+            "pseudoseg_cpu_s_per_step": round(statistics.median(pseudoseg_cpu), 5),
             "supervised_times_s": [round(t, 5) for t in supervised_times],
             "pseudoseg_times_s": [round(t, 5) for t in pseudoseg_times],
         }

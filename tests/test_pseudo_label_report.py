@@ -101,8 +101,27 @@ def test_cli_reports_every_source_with_a_reliability_diagram(trained_run, tmp_pa
         assert source["num_pixels"] == 3 * 10 * 10
         # Sharpening keeps the argmax and raises the confidence.
         assert source["mean_confidence_sharpened"] >= source["mean_confidence"] - 1e-6
-    png = tmp_path / "reliability_val.png"
-    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("reliability_val.png", "examples_val.png"):
+        png = tmp_path / name
+        assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert out["examples_figure"] == str(tmp_path / "examples_val.png")
+
+
+def test_example_colours_are_pascal_s_and_the_ignore_label_is_white(tmp_path):
+    colors = report.class_colors(21, 255)
+    expected = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 128, 0), 3: (128, 128, 0),
+                15: (192, 128, 128), 20: (0, 64, 128)}  # VOC's person, tv/monitor
+    for index, rgb in expected.items():
+        np.testing.assert_array_equal(np.round(colors[index] * 255), rgb)
+    np.testing.assert_array_equal(colors[255], [1, 1, 1])
+    example = dict(image=np.zeros((8, 12, 3), np.uint8),
+                   truth=np.full((2, 3), 255), decoder=np.ones((2, 3), int))
+    path = report.plot_examples([example] * 2, ["decoder"], 21, 255,
+                                str(tmp_path / "examples.png"))
+    from PIL import Image
+
+    width, height = Image.open(path).size
+    assert (width, height) == (3 * 2.4 * 80, 2 * 1.8 * 80)  # 3 columns, 2 rows at 80 dpi
 
 
 def test_image_resolution_and_mask_class_labels_in_process(trained_run, tmp_path):

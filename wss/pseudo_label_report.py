@@ -22,8 +22,10 @@ pixels whose mask is not the ignore label. ECE is reported for the plain
 distributions (T = 1) and after the run's sharpening (T, 0.5 by default:
 what L_u consumes; sharpening never changes the argmax, so the IoUs are the
 same). A reliability diagram (accuracy and mean confidence per bin, both
-temperatures) goes to ``<output_dir>/reliability_<split>.png``, the figures
-to ``<output_dir>/<split>.json`` (or ``--output_json``), and a table to stdout.
+temperatures) goes to ``<output_dir>/reliability_<split>.png``, the first
+``--examples`` images with their truth and the argmax of each source to
+``<output_dir>/examples_<split>.png``, the figures to
+``<output_dir>/<split>.json`` (or ``--output_json``), and a table to stdout.
 
 Differences from the training step, on purpose: everything runs in inference
 mode (moving batch-norm statistics, also for the SGC's batch norm; training
@@ -216,7 +218,7 @@ def make_predict_fn(trainer, settings, cam_labels, resolution):
 
 def run_report(checkpoint_dir, dataset_dir=None, split="val", *, dataset=None,
                checkpoint_path=None, cam_labels="auto", resolution="logits", max_images=0,
-               output_dir=None, output_json=None, plot=True, verbose=True):
+               output_dir=None, output_json=None, plot=True, examples=4, verbose=True):
     """Runs the report; returns the result dict (also written as JSON)."""
     import tensorflow as tf
 
@@ -234,6 +236,7 @@ def run_report(checkpoint_dir, dataset_dir=None, split="val", *, dataset=None,
              for name in names for sharp in (False, True)}
     images = 0
     cam_classes = 0.0
+    shown = []  # the first ``examples`` images: image, truth, argmax per source
     data = eval_dataset(info, dataset_dir, split, None, 1)
     for batch in data:
         plain, sharpened, labels, image_labels = predict(batch)
@@ -245,6 +248,11 @@ def run_report(checkpoint_dir, dataset_dir=None, split="val", *, dataset=None,
             stats[(name, False)].update(plain[name].numpy(), labels)
             stats[(name, True)].update(sharpened[name].numpy(), labels)
         cam_classes += float(tf.reduce_sum(image_labels))
+        if plot and len(shown) < examples:
+            shown.append(dict(image=batch["image"][0].numpy().astype(np.uint8),
+                              truth=labels[0],
+                              **{name: np.argmax(plain[name][0].numpy(), axis=-1)
+                                 for name in names}))
         images += 1
         if verbose and images % 50 == 0:
             print(f"  {images} images", flush=True)
@@ -280,12 +288,61 @@ def run_report(checkpoint_dir, dataset_dir=None, split="val", *, dataset=None,
             sources, os.path.join(output_dir, f"reliability_{split}.png"),
             title=f"{os.path.basename(os.path.normpath(checkpoint_dir))} on {split} "
                   f"({images} images)", temperature=settings["temperature"])
+    if plot and shown:
+        result["examples_figure"] = plot_examples(
+            shown, names, info.num_classes, info.ignore_label,
+            os.path.join(output_dir, f"examples_{split}.png"))
     output_json = output_json or os.path.join(output_dir, f"{split}.json")
     with open(output_json + ".tmp", "w") as f:
         json.dump(result, f, indent=1)
     os.replace(output_json + ".tmp", output_json)
     result["output_json"] = output_json
     return result
+
+
+def class_colors(num_classes, ignore_label):
+    """RGB in [0, 1] per label value: PASCAL's colour map for the classes,
+    white for the ignore label (and any value outside 0..C-1)."""
+    colors = np.ones((max(num_classes, ignore_label + 1), 3))
+    for index in range(num_classes):
+        value, bits = index, np.zeros(3, int)
+        for shift in range(7, -1, -1):
+            for channel in range(3):
+                bits[channel] |= ((value >> channel) & 1) << shift
+            value >>= 3
+        colors[index] = bits / 255.0
+    return colors
+
+
+def plot_examples(examples, names, num_classes, ignore_label, path):
+    """One row per image: the image, the truth and each source's argmax
+    (pseudo label before any threshold), in PASCAL's colours (ignore: white).
+    Returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = class_colors(num_classes, ignore_label)
+    columns = ["image", "truth", *names]
+    fig, axes = plt.subplots(len(examples), len(columns),
+                             figsize=(2.4 * len(columns), 1.8 * len(examples)), squeeze=False)
+    for row, example in zip(axes, examples):
+        for axis, column in zip(row, columns):
+            if column == "image":
+                axis.imshow(example["image"])
+            else:
+                labels = np.where(example[column] < num_classes, example[column], ignore_label)
+                axis.imshow(colors[labels], interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+    for axis, column in zip(axes[0], columns):
+        axis.set_title(column)
+    fig.tight_layout()
+    fig.savefig(path + ".tmp.png", dpi=80)
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)
+    return path
 
 
 def plot_reliability(sources, path, title="", temperature=0.5):
@@ -368,7 +425,8 @@ def main(argv):
                             dataset=FLAGS.dataset, checkpoint_path=FLAGS.checkpoint_path,
                             cam_labels=FLAGS.cam_labels, resolution=FLAGS.resolution,
                             max_images=FLAGS.max_images, output_dir=FLAGS.output_dir,
-                            output_json=FLAGS.output_json, plot=FLAGS.plot)
+                            output_json=FLAGS.output_json, plot=FLAGS.plot,
+                            examples=FLAGS.examples)
     except (FileNotFoundError, ValueError) as error:
         print(f"ERROR: {error}", file=sys.stderr)
         sys.exit(1)
@@ -382,8 +440,9 @@ def main(argv):
             f"{n[:8]} {'-' if v is None else f'{100 * v:.1f}'}"
             for n, v in zip(names, s["per_class_iou"]))
         for name, s in result["sources"].items()))
-    if result.get("reliability_diagram"):
-        print(f"wrote {result['reliability_diagram']}")
+    for figure in ("reliability_diagram", "examples_figure"):
+        if result.get(figure):
+            print(f"wrote {result[figure]}")
     print(f"wrote {result['output_json']}")
 
 
@@ -407,6 +466,7 @@ if __name__ == "__main__":
                         "Where the JSON and PNG go (default: <checkpoint_dir>/"
                         "pseudo_label_report).")
     flags.DEFINE_string("output_json", None, "Result file (default: <output_dir>/<split>.json).")
-    flags.DEFINE_boolean("plot", True, "Save the reliability diagram.")
+    flags.DEFINE_boolean("plot", True, "Save the reliability diagram and the examples.")
+    flags.DEFINE_integer("examples", 4, "Images in the examples figure.")
     flags.mark_flag_as_required("checkpoint_dir")
     app.run(main)
