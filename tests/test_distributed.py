@@ -117,16 +117,20 @@ def test_two_worker_processes_train_identically_and_only_the_chief_writes(data_d
                                                                    "ckpt-5.index"]
 
 
-def _pseudoseg_trainer(jit_compile=False):
+def _pseudoseg_trainer(network="mobilenet_v2", jit_compile=False):
+    """A PseudoSeg trainer for 4 classes around MobileNetV2 (no dropout) or
+    tests/tiny_network.py ("tiny"), built for 33x33 crops, seed 0."""
     import keras
     import numpy as np
 
     from core.deeplab import build_model
+    from tests.tiny_network import TinyNet
     from wss.pseudoseg import PseudoSegTrainer
 
     keras.utils.set_random_seed(0)
-    network = build_model("mobilenet_v2", 4, use_dropout=False)
-    trainer = PseudoSegTrainer(network, 4, 255, weight_decay=4e-5)
+    model = (TinyNet(4) if network == "tiny"
+             else build_model(network, 4, use_dropout=False))
+    trainer = PseudoSegTrainer(model, 4, 255, weight_decay=4e-5)
     trainer.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                     jit_compile=jit_compile)
     trainer.prepare(np.zeros((1, 33, 33, 3), np.float32))
@@ -153,12 +157,6 @@ def _fixed_pseudoseg_batch():
     return tf.data.Dataset.from_tensors(dict(labeled=labeled, unlabeled=unlabeled)).repeat()
 
 
-def _copy_weights(source, target):
-    by_path = {v.path: v for v in target.weights}
-    for variable in source.weights:
-        by_path[variable.path].assign(variable.numpy())
-
-
 def _copy_weights_in_order(source, target):
     """For models whose variable paths differ by their name suffixes: the
     variables pair by creation order."""
@@ -176,8 +174,8 @@ def _fit_history(trainer, steps):
 def test_xla_train_step_gives_the_same_losses_on_a_fixed_batch():
     """The whole PseudoSeg step (Grad-CAM's tape, SGC, fusion, masks) under XLA;
     the tiny network keeps the compilation short (MobileNetV2's took 2.5 min)."""
-    reference = _tiny_pseudoseg_trainer()
-    compiled = _tiny_pseudoseg_trainer(jit_compile=True)
+    reference = _pseudoseg_trainer("tiny")
+    compiled = _pseudoseg_trainer("tiny", jit_compile=True)
     _copy_weights_in_order(reference, compiled)
     expected = _fit_history(reference, 1)
     actual = _fit_history(compiled, 1)
@@ -202,22 +200,6 @@ def _calibrate_and_freeze_batch_norm(trainer, images):
         trainer.network(images, training=True)
     for layer in layers:
         layer.trainable = False
-
-
-def _tiny_pseudoseg_trainer(jit_compile=False):
-    import keras
-    import numpy as np
-
-    from tests.tiny_network import TinyNet
-    from wss.pseudoseg import PseudoSegTrainer
-
-    keras.utils.set_random_seed(0)
-    trainer = PseudoSegTrainer(TinyNet(4), 4, 255, weight_decay=4e-5)
-    trainer.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                    jit_compile=jit_compile)
-    trainer.prepare(np.zeros((1, 33, 33, 3), np.float32))
-    trainer.optimizer.build(trainer.trainable_variables)
-    return trainer
 
 
 def test_mixed_bfloat16_runs_the_deeplab_network_in_bfloat16_and_the_sgc_in_float32():
@@ -266,10 +248,10 @@ def test_mixed_bfloat16_matches_float32_within_the_rounding_of_bfloat16():
     import keras
     import numpy as np
 
-    reference = _tiny_pseudoseg_trainer()
+    reference = _pseudoseg_trainer("tiny")
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        mixed = _tiny_pseudoseg_trainer()
+        mixed = _pseudoseg_trainer("tiny")
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert mixed.network.conv1.compute_dtype == "bfloat16"
