@@ -22,16 +22,14 @@ if __package__ in (None, ""):
 import datetime
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
 import time
 
 from absl import app
 from absl import flags
 
-from benchmarks.study import mean_std, write_atomically
+from benchmarks.study import mean_std, run_side_by_side, write_atomically
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARMS = {"pseudoseg": "configs/demo.flags", "supervised": "configs/demo_supervised.flags"}
@@ -143,31 +141,20 @@ def main(argv):
     if not FLAGS.summary_only:
         from datasets import synthetic
         synthetic.ensure_demo_dataset(DEMO_DATA)  # once, before runs side by side
-        todo = queue.Queue()
-        for seed in seeds:  # PseudoSeg first: the longer runs
-            for arm in sorted(FLAGS.arms, key=lambda a: a != "pseudoseg"):
+        todo = [(arm, seed) for seed in seeds  # PseudoSeg first: the longer runs
+                for arm in sorted(FLAGS.arms, key=lambda a: a != "pseudoseg")
                 if not os.path.exists(os.path.join(run_dir(FLAGS.work_dir, arm, seed),
-                                                   "eval_val.json")):
-                    todo.put((arm, seed))
+                                                   "eval_val.json"))]
         threads = max(1, (os.cpu_count() or 1) // FLAGS.parallel)
         failures = []
 
-        def worker():
-            while True:
-                try:
-                    arm, seed = todo.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    train(FLAGS.work_dir, arm, seed, threads, FLAGS.extra_train_flags)
-                except RuntimeError as error:
-                    failures.append(str(error))
+        def train_one(job):
+            try:
+                train(FLAGS.work_dir, *job, threads, FLAGS.extra_train_flags)
+            except RuntimeError as error:
+                failures.append(str(error))
 
-        workers = [threading.Thread(target=worker) for _ in range(FLAGS.parallel)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
+        run_side_by_side(todo, FLAGS.parallel, train_one)
         if failures:
             print("\n".join(failures), file=sys.stderr)
     summary = summarize(FLAGS.work_dir, seeds)

@@ -1001,30 +1001,41 @@ class Runner:
     def execute_all(self, runs):
         """Runs ``runs`` with ``parallel`` workers (PseudoSeg runs first, the longest);
         returns the names of the failed runs."""
-        jobs = queue.Queue()
-        for run in sorted(runs, key=lambda r: r.arm.mode != "pseudoseg"):
-            jobs.put(run)
         failed = []
 
-        def worker():
-            while True:
-                try:
-                    run = jobs.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    self.execute(run)
-                except (RuntimeError, OSError, ValueError, KeyError) as error:
-                    self.log(f"{run.name} failed: {error!r}")
-                    with self._lock:
-                        failed.append(run.name)
+        def execute(run):
+            try:
+                self.execute(run)
+            except (RuntimeError, OSError, ValueError, KeyError) as error:
+                self.log(f"{run.name} failed: {error!r}")
+                with self._lock:
+                    failed.append(run.name)
 
-        threads = [threading.Thread(target=worker) for _ in range(max(1, self.parallel))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_side_by_side(sorted(runs, key=lambda r: r.arm.mode != "pseudoseg"),
+                         self.parallel, execute)
         return failed
+
+
+def run_side_by_side(items, parallel, function):
+    """Calls ``function(item)`` for every item, ``parallel`` at a time (worker
+    threads taking the items in order); returns when all have returned."""
+    jobs = queue.Queue()
+    for item in items:
+        jobs.put(item)
+
+    def worker():
+        while True:
+            try:
+                item = jobs.get_nowait()
+            except queue.Empty:
+                return
+            function(item)
+
+    threads = [threading.Thread(target=worker) for _ in range(max(1, parallel))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def record_invocation(work_dir, record):
