@@ -3,8 +3,8 @@
 
     python benchmarks/input_pipeline.py --json=/tmp/input_pipeline.json
 
-By default converts CamVid's train split (``../shared/data/camvid``, 367
-images of 480x360) with ``datasets/build_folder.py`` into a temporary
+By default converts CamVid's train split (``data/sources/camvid``, written by
+``python -m datasets.download camvid --root=data``; 367 images of 480x360) with ``datasets/build_folder.py`` into a temporary
 directory; ``--synthetic`` instead generates ``--synthetic_images`` JPEGs of
 500x375 (the size of DeepLab's VOC images). Each measurement builds the
 pipeline (unseeded, so tf.data may reorder for speed), runs
@@ -29,8 +29,7 @@ from absl import flags
 FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-flags.DEFINE_string("camvid_dir", os.path.join(REPO, "..", "shared", "data",
-                                               "camvid"),
+flags.DEFINE_string("camvid_dir", os.path.join(REPO, "data", "sources", "camvid"),
                     "CamVid root (images/<split>, labels/<split>, <split>.txt).")
 flags.DEFINE_string("split", "train", "CamVid split to convert and read.")
 flags.DEFINE_bool("synthetic", False,

@@ -5,13 +5,15 @@ For any dataset laid out as ``{image_dir}/<stem>.jpg|.jpeg|.png`` and
 value stays as is), e.g. CamVid::
 
     python datasets/build_folder.py \\
-        --image_dir=../shared/data/camvid/images/train \\
-        --label_dir=../shared/data/camvid/labels/train \\
-        --list_file=../shared/data/camvid/train.txt \\
+        --image_dir=data/sources/camvid/images/train \\
+        --label_dir=data/sources/camvid/labels/train \\
+        --list_file=data/sources/camvid/train.txt \\
         --split_name=train --output_dir=data/camvid_records \\
         --dataset_name=camvid --num_classes=11 --ignore_label=11 \\
         --class_names=Sky,Building,Pole,Road,Pavement,Tree,SignSymbol,Fence,Car,Pedestrian,Bicyclist
 
+(``data/sources/camvid`` is what ``python -m datasets.download camvid
+--root=data`` writes; it also converts it, into ``data/camvid``.)
 Without ``--label_dir`` the records have no mask (a truly unlabeled set).
 Without ``--list_file`` every image in ``--image_dir`` is converted (sorted).
 Also writes ``{output_dir}/dataset_info.json`` (name, num_classes,

@@ -5,10 +5,11 @@ One place knows, per dataset, what the rest of the project needs about it:
 * ``pascal_voc_seg``: PASCAL VOC 2012 (+ SBD), 21 classes, ignore label 255.
 * ``coco``: COCO 2017 as 81-class semantic masks (see ``build_coco.py``),
   ignore label 255.
-* ``msrc``: MSRC-v2 as a VOC-like object dataset (``../shared/data/msrc``,
-  converted with ``build_folder.py``), 16 classes, ignore label 255; its split
-  sizes include the labeled/unlabeled lists of the MSRC study
-  (``benchmarks/studies/msrc.json``).
+* ``msrc``: MSRC-v2 as a VOC-like object dataset, 16 classes, ignore label
+  255 (``python -m datasets.download msrc --root=data`` writes the images and
+  masks to ``data/sources/msrc`` and their records, by ``build_folder.py``,
+  to ``data/msrc``); its split sizes include test (256) and the
+  labeled/unlabeled lists of the MSRC study (``benchmarks/studies/msrc.json``).
 * folder datasets (e.g. CamVid): described by the ``dataset_info.json`` that
   ``build_folder.py`` writes next to the records; ``get_dataset_info("folder",
   dataset_dir)`` (or any unregistered name whose directory holds that file)
@@ -95,7 +96,7 @@ def msrc_split_names(denominator: int, seed: int) -> Tuple[str, str]:
 
 
 def _msrc_split_sizes():
-    sizes = {"train": MSRC_NUM_TRAIN, "val": 59}
+    sizes = {"train": MSRC_NUM_TRAIN, "val": 59, "test": 256}
     for denominator, labeled in MSRC_LABELED.items():
         for seed in MSRC_SEEDS:
             labeled_name, unlabeled_name = msrc_split_names(denominator, seed)
