@@ -57,6 +57,9 @@ flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train steps.")
 flags.DEFINE_boolean("deterministic", True,
                      "As train.py's --deterministic (core/determinism.py); false measures "
                      "what it costs.")
+flags.DEFINE_boolean("fine_tune_batch_norm", True,
+                     "As train.py's flag: false freezes every batch norm (moving statistics).")
+flags.DEFINE_float("batch_norm_decay", 0.99, "Moving-average decay of every batch norm.")
 flags.DEFINE_boolean("pieces", False, "Also time the pieces of the PseudoSeg step.")
 flags.DEFINE_string("json", None, "Write the results to this JSON file.")
 
@@ -96,13 +99,15 @@ def build(mode, weak_view_bn="training"):
     import tensorflow as tf
 
     from core.deeplab import build_model
-    from core.trainer_model import SupervisedSegmenter, last_layer_scopes
+    from core.trainer_model import SupervisedSegmenter, freeze_batch_norm, last_layer_scopes
 
     keras.utils.set_random_seed(0)
     rates = [int(r) for r in FLAGS.atrous_rates] or None
     network = build_model(FLAGS.model_variant, FLAGS.num_classes, FLAGS.output_stride,
                           atrous_rates=rates, decoder_output_stride=4 if FLAGS.decoder else None,
-                          batch_norm_decay=0.99)
+                          batch_norm_decay=FLAGS.batch_norm_decay)
+    if not FLAGS.fine_tune_batch_norm:
+        freeze_batch_norm(network)
     weight_decay = 1e-4 if FLAGS.model_variant.startswith("resnet") else 4e-5
     common = dict(weight_decay=weight_decay,
                   last_layers=last_layer_scopes(network, True))
@@ -271,7 +276,8 @@ def main(argv):
 
     print(f"building {FLAGS.model_variant}, crop {FLAGS.crop}, batch {FLAGS.batch}, "
           f"weak_view_bn={FLAGS.weak_view_bn}, jit_compile={FLAGS.jit_compile}, "
-          f"deterministic={FLAGS.deterministic}", flush=True)
+          f"deterministic={FLAGS.deterministic}, fine_tune_batch_norm={FLAGS.fine_tune_batch_norm}",
+          flush=True)
     supervised = build("supervised")
     pseudoseg = build("pseudoseg", FLAGS.weak_view_bn)
     start = time.perf_counter()
@@ -338,6 +344,8 @@ def main(argv):
                          "steps_per_repetition": FLAGS.steps_per_repetition,
                          "warmup_steps": FLAGS.warmup_steps,
                          "jit_compile": FLAGS.jit_compile,
+                         "fine_tune_batch_norm": FLAGS.fine_tune_batch_norm,
+                         "intra_op_threads": os.environ.get("TF_NUM_INTRAOP_THREADS"),
                          "deterministic": FLAGS.deterministic},
             "supervised_step_s": round(supervised_s, 5),
             "pseudoseg_step_s": round(pseudoseg_s, 5),
