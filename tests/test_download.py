@@ -510,3 +510,12 @@ def test_msrc_label_mapping():
             assert lut[index] == 0
         else:
             assert names[lut[index]] == name
+
+
+def test_no_development_paths_in_user_facing_files():
+    files = [REPO / "README.md", *REPO.glob("docs/*.md"),
+             *REPO.glob("configs/**/*.flags"), *REPO.glob("datasets/**/*.py"),
+             *REPO.glob("datasets/**/*.json")]
+    offenders = [str(p.relative_to(REPO)) for p in files
+                 if "../shared" in p.read_text() or "/work/shared" in p.read_text()]
+    assert offenders == []
