@@ -3,11 +3,18 @@
     python eval.py --checkpoint_dir=runs/voc_8 --eval_split=val
     python eval.py --checkpoint_dir=runs/voc_8 --watch          # every new checkpoint
     python eval.py --saved_model=runs/voc_8/export --dataset_dir=... --dataset=pascal_voc_seg
+    python eval.py --checkpoint_path=runs/voc_8/kept/ckpt-1000,runs/voc_8/kept/ckpt-2000 \
+        --output_json='runs/voc_8/curve/eval_val_{step}.json'     # given checkpoints
 
 The network is rebuilt from ``<checkpoint_dir>/run_config.json`` (written by
-train.py); dataset and dataset_dir default to the training run's. Prints a
-table and writes ``--output_json`` (``miou`` as a fraction, ``per_class_iou``,
-``pixel_accuracy``, the checkpoint or model and the eval settings).
+train.py; with ``--checkpoint_path`` alone, the folder of the checkpoint or
+its parent, e.g. for train.py's ``kept/`` checkpoints); dataset and
+dataset_dir default to the training run's. Prints a table and writes
+``--output_json`` (``miou`` as a fraction, ``per_class_iou``,
+``pixel_accuracy``, the checkpoint or model, its ``step`` and the eval
+settings) and, with ``--per_image_confusion=PATH.npz``, every image's
+confusion matrix with the image ids (``core.evaluation.read_per_image_confusion``).
+With several checkpoints, both paths contain ``{step}``.
 """
 
 from __future__ import annotations
@@ -21,8 +28,13 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string("checkpoint_dir", None, "A train_logdir written by train.py.")
-flags.DEFINE_string("checkpoint_path", None,
-                    "A specific checkpoint in checkpoint_dir (default: the latest).")
+flags.DEFINE_list("checkpoint_path", None,
+                  "Checkpoints to evaluate, comma-separated (default: the latest of "
+                  "checkpoint_dir), e.g. train.py's <train_logdir>/kept/ckpt-<step>; with "
+                  "several, --output_json and --per_image_confusion must contain {step}.")
+flags.DEFINE_string("per_image_confusion", None,
+                    "Also write every image's confusion matrix and id to this .npz (arrays "
+                    "image_ids [N] and confusion [N, C, C], rows = label).")
 flags.DEFINE_string("saved_model", None, "An exported SavedModel instead of a checkpoint.")
 flags.DEFINE_boolean("watch", False, "Evaluate every new checkpoint in checkpoint_dir.")
 flags.DEFINE_integer("watch_timeout_secs", 3600,
@@ -65,7 +77,24 @@ def _dataset_info(run):
     return get_dataset_info(name, dataset_dir), dataset_dir
 
 
-def _evaluate_once(predict_fn, info, dataset_dir, strategy, evaluated):
+def checkpoint_step(path):
+    """The step of a checkpoint ``.../ckpt-<step>``, or None."""
+    number = os.path.basename(str(path)).rpartition("-")[2]
+    return int(number) if number.isdigit() else None
+
+
+def _output_path(template, step, flag):
+    if template is None:
+        return None
+    if "{step}" not in template:
+        return template
+    if step is None:
+        raise app.UsageError(f"--{flag}: {{step}} needs checkpoints named ckpt-<step>")
+    return template.replace("{step}", str(step))
+
+
+def _evaluate_once(predict_fn, info, dataset_dir, strategy, evaluated, step=None,
+                   step_cache=None):
     from core import evaluation
     from datasets.input_pipeline import eval_dataset
 
@@ -78,14 +107,22 @@ def _evaluate_once(predict_fn, info, dataset_dir, strategy, evaluated):
     result = evaluation.evaluate(predict_fn, dataset, info.num_classes, info.ignore_label,
                                  eval_scales=scales,
                                  add_flipped_images=FLAGS.add_flipped_images,
-                                 strategy=strategy)
-    result.update(evaluated=evaluated, split=FLAGS.eval_split, dataset=info.name,
+                                 strategy=strategy,
+                                 per_image=bool(FLAGS.per_image_confusion),
+                                 step_cache=step_cache)
+    per_image = _output_path(FLAGS.per_image_confusion, step, "per_image_confusion")
+    if per_image:
+        evaluation.write_per_image_confusion(
+            per_image, result.pop("image_ids"), result.pop("per_image_confusion"),
+            evaluated=evaluated, split=FLAGS.eval_split)
+        result["per_image_confusion"] = per_image
+    result.update(evaluated=evaluated, step=step, split=FLAGS.eval_split, dataset=info.name,
                   eval_crop_size=list(crop) if crop else None,
                   seconds=round(time.monotonic() - start, 1))
     print(f"{evaluated} on {info.name}/{FLAGS.eval_split} "
           f"({result['num_batches']} batches, {result['seconds']} s):")
     print(evaluation.format_table(result, info.class_names), flush=True)
-    output = FLAGS.output_json or os.path.join(
+    output = _output_path(FLAGS.output_json, step, "output_json") or os.path.join(
         FLAGS.checkpoint_dir or FLAGS.saved_model, f"eval_{FLAGS.eval_split}.json")
     evaluation.write_result(result, output)
     print(f"wrote {output}")
@@ -97,8 +134,24 @@ def main(argv):
     from core import distribute
 
     strategy = distribute.make_strategy(FLAGS.strategy, FLAGS.num_cpu_replicas, FLAGS.tpu)
+    if FLAGS.checkpoint_path and not FLAGS.checkpoint_dir:
+        FLAGS.checkpoint_dir = _run_dir_of(FLAGS.checkpoint_path[0])
     if bool(FLAGS.checkpoint_dir) == bool(FLAGS.saved_model):
-        raise app.UsageError("pass exactly one of --checkpoint_dir and --saved_model")
+        raise app.UsageError("pass exactly one of --checkpoint_dir (or --checkpoint_path) "
+                             "and --saved_model")
+    paths = FLAGS.checkpoint_path or []
+    if len(paths) > 1:
+        for flag in ("output_json", "per_image_confusion"):
+            value = getattr(FLAGS, flag)
+            if (value is not None or flag == "output_json") and "{step}" not in (value or ""):
+                raise app.UsageError(f"--{flag}={value} must contain {{step}}: "
+                                     f"--checkpoint_path names {len(paths)} checkpoints")
+        if FLAGS.watch:
+            raise app.UsageError("--watch evaluates new checkpoints, not --checkpoint_path")
+    for path in paths:
+        if not _checkpoint_exists(path):
+            raise app.UsageError(f"--checkpoint_path: no checkpoint {path} "
+                                 f"(expected {path}.index)")
     import tensorflow as tf
 
     from core import evaluation, run_config, training
@@ -118,17 +171,20 @@ def main(argv):
         network = run_config.build_network(run)
     checkpoint = training.network_checkpoint(network)
     predict_fn = evaluation.network_predict_fn(network)
+    step_cache = {}  # one traced step for every checkpoint restored into the network
 
     def evaluate(path):
         checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
-        return _evaluate_once(predict_fn, info, dataset_dir, strategy, path)
+        return _evaluate_once(predict_fn, info, dataset_dir, strategy, path,
+                              checkpoint_step(path), step_cache)
 
     if not FLAGS.watch:
-        path = FLAGS.checkpoint_path or training.latest_checkpoint(FLAGS.checkpoint_dir)
-        if path is None:
+        paths = FLAGS.checkpoint_path or [training.latest_checkpoint(FLAGS.checkpoint_dir)]
+        if paths[0] is None:
             print(f"ERROR: no checkpoint in {FLAGS.checkpoint_dir}", file=sys.stderr)
             sys.exit(1)
-        evaluate(path)
+        for path in paths:
+            evaluate(path)
         return
     for path in tf.train.checkpoints_iterator(FLAGS.checkpoint_dir, min_interval_secs=10,
                                               timeout=FLAGS.watch_timeout_secs):
@@ -136,6 +192,22 @@ def main(argv):
         step = int(path.rsplit("-", 1)[-1])
         if FLAGS.watch_until_step and step >= FLAGS.watch_until_step:
             break
+
+
+def _checkpoint_exists(prefix):
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(f"{prefix}.index")
+
+
+def _run_dir_of(path):
+    """The train_logdir of a checkpoint: its folder, or the folder above (kept/)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    for candidate in (folder, os.path.dirname(folder)):
+        if os.path.exists(os.path.join(candidate, "run_config.json")):
+            return candidate
+    raise app.UsageError(f"--checkpoint_path={path}: no run_config.json next to it or one "
+                         f"folder up; pass --checkpoint_dir")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ For each image the class probabilities are averaged over ``eval_scales`` (the
 image resized bilinearly by each scale, logits resized back to the input size)
 and, with ``add_flipped_images``, over left-right flips; the prediction is the
 argmax, compared with the label on the original (un-padded) extent, ignore
-label excluded. Reports mIoU, per-class IoU and pixel accuracy.
+label excluded. Reports mIoU, per-class IoU and pixel accuracy; optionally
+(``per_image=True``) the confusion matrix of every image with its id, which
+``write_per_image_confusion`` saves as ``.npz`` (bootstrap intervals over
+images: ``benchmarks/study_runner``).
 """
 
 from __future__ import annotations
@@ -71,10 +74,83 @@ def inside_original_extent(batch):
                           cols < tf.cast(batch["width"], tf.int32)[:, None, None, None])
 
 
+def per_image_confusion_counts(labels, predictions, num_classes, ignore_label):
+    """``[N, C, C]`` float32 counts of each image of a batch (rows = label,
+    columns = prediction; ignored pixels left out)."""
+    labels = tf.cast(labels, tf.int32)
+    batch = tf.shape(labels)[0]
+    labels = tf.reshape(labels, [batch, -1])
+    predictions = tf.reshape(tf.cast(predictions, tf.int32), [batch, -1])
+    valid = tf.logical_and(tf.not_equal(labels, ignore_label),
+                           tf.logical_and(labels >= 0, labels < num_classes))
+    cells = num_classes * num_classes
+    image = tf.range(batch)[:, None]
+    index = tf.where(valid, image * cells + labels * num_classes + predictions, batch * cells)
+    counts = tf.math.unsorted_segment_sum(tf.ones_like(index, tf.float32), index,
+                                          batch * cells + 1)
+    return tf.reshape(counts[:-1], [batch, num_classes, num_classes])
+
+
 def evaluate(predict_fn, dataset, num_classes, ignore_label, *, eval_scales=(1.0,),
-             add_flipped_images=False, strategy=None, log_every=100) -> dict:
-    """Confusion matrix over ``dataset`` (``datasets.input_pipeline.eval_dataset``)."""
+             add_flipped_images=False, strategy=None, log_every=100,
+             per_image=False, step_cache=None) -> dict:
+    """Confusion matrix over ``dataset`` (``datasets.input_pipeline.eval_dataset``).
+
+    With ``per_image``, the result also holds ``per_image_confusion`` (int64
+    ``[images, C, C]``, in the order evaluated, summing to the whole split's
+    matrix) and ``image_ids`` (the records' filenames), of the images of this
+    process's replicas.
+
+    ``step_cache``: a dict kept across calls with the same ``predict_fn`` and
+    settings (e.g. several checkpoints restored into one network) to reuse the
+    traced evaluation step instead of tracing it again.
+    """
     strategy = strategy or tf.distribute.get_strategy()
+    key = (id(predict_fn), id(strategy), num_classes, ignore_label, tuple(eval_scales),
+           add_flipped_images, per_image)  # the cached step keeps both objects alive
+    if step_cache is not None and key in step_cache:
+        step = step_cache[key]
+    else:
+        step = _evaluation_step(predict_fn, strategy, num_classes, ignore_label, eval_scales,
+                                add_flipped_images, per_image)
+        if step_cache is not None:
+            step_cache[key] = step
+
+    confusion = np.zeros((num_classes, num_classes), np.float64)
+    image_confusions, image_ids = [], []
+    start = time.monotonic()
+    images = 0
+    for batch in dataset:
+        if per_image:
+            counts, per_replica, names = step(batch)
+            for matrices, ids in zip(strategy.experimental_local_results(per_replica),
+                                     strategy.experimental_local_results(names)):
+                image_confusions.append(matrices.numpy().astype(np.int64))
+                image_ids.extend(i.decode() if isinstance(i, bytes) else str(i)
+                                 for i in ids.numpy())
+        else:
+            counts = step(batch)
+        confusion += counts.numpy()
+        images += 1
+        if log_every and images % log_every == 0:
+            print(f"  evaluated {images} batches ({time.monotonic() - start:.0f} s)", flush=True)
+    miou, iou = metrics_lib.iou_from_confusion(confusion)
+    result = dict(miou=miou, per_class_iou=[None if np.isnan(x) else float(x) for x in iou],
+                  pixel_accuracy=metrics_lib.pixel_accuracy_from_confusion(confusion),
+                  num_batches=images, confusion_matrix=confusion.astype(np.int64).tolist(),
+                  eval_scales=list(eval_scales), add_flipped_images=add_flipped_images)
+    if per_image:
+        result["per_image_confusion"] = (
+            np.concatenate(image_confusions) if image_confusions
+            else np.zeros((0, num_classes, num_classes), np.int64))
+        result["image_ids"] = image_ids
+    return result
+
+
+def _evaluation_step(predict_fn, strategy, num_classes, ignore_label, eval_scales,
+                     add_flipped_images, per_image):
+    """The traced step of ``evaluate``: a batch -> its summed confusion counts (and,
+    with ``per_image``, the per-replica per-image counts and image ids)."""
 
     def replica_step(batch):
         probabilities = multi_scale_probabilities(predict_fn, batch["image"], eval_scales,
@@ -82,26 +158,49 @@ def evaluate(predict_fn, dataset, num_classes, ignore_label, *, eval_scales=(1.0
         predictions = tf.argmax(probabilities, axis=-1, output_type=tf.int32)[..., None]
         labels = tf.where(inside_original_extent(batch), tf.cast(batch["label"], tf.int32),
                           ignore_label)
+        if per_image:
+            counts = per_image_confusion_counts(labels, predictions, num_classes,
+                                                ignore_label)
+            return tf.reduce_sum(counts, axis=0), counts, batch["filename"]
         return metrics_lib.confusion_counts(labels, predictions, num_classes, ignore_label)
 
     @tf.function(reduce_retracing=True)
     def step(batch):
-        counts = strategy.run(replica_step, args=(batch,))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, counts, axis=None)
+        outputs = strategy.run(replica_step, args=(batch,))
+        if not per_image:
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, outputs, axis=None)
+        counts, images, names = outputs
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, counts, axis=None), images, names
 
-    confusion = np.zeros((num_classes, num_classes), np.float64)
-    start = time.monotonic()
-    images = 0
-    for batch in dataset:
-        confusion += step(batch).numpy()
-        images += 1
-        if log_every and images % log_every == 0:
-            print(f"  evaluated {images} batches ({time.monotonic() - start:.0f} s)", flush=True)
-    miou, iou = metrics_lib.iou_from_confusion(confusion)
-    return dict(miou=miou, per_class_iou=[None if np.isnan(x) else float(x) for x in iou],
-                pixel_accuracy=metrics_lib.pixel_accuracy_from_confusion(confusion),
-                num_batches=images, confusion_matrix=confusion.astype(np.int64).tolist(),
-                eval_scales=list(eval_scales), add_flipped_images=add_flipped_images)
+    return step
+
+
+def write_per_image_confusion(path: str, image_ids, confusion, **metadata):
+    """Saves ``image_ids`` (strings) and ``confusion`` (``[images, C, C]``) as an
+    ``.npz`` with arrays ``image_ids`` and ``confusion`` (and each ``metadata``
+    value as a string array), atomically (temporary name, then rename)."""
+    confusion = np.asarray(confusion, np.int64)
+    if len(image_ids) != len(confusion):
+        raise ValueError(f"{len(image_ids)} image ids for {len(confusion)} confusion matrices")
+    directory = os.path.dirname(path)
+    if directory:
+        tf.io.gfile.makedirs(directory)
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "wb") as f:
+        np.savez_compressed(f, image_ids=np.asarray(list(image_ids), dtype=str),
+                            confusion=confusion,
+                            **{k: np.asarray(str(v)) for k, v in metadata.items()})
+    os.replace(temporary, path)
+
+
+def read_per_image_confusion(path: str) -> dict:
+    """``{"image_ids": [...], "confusion": int64 [images, C, C], **metadata}`` of a
+    file written by ``write_per_image_confusion``."""
+    with np.load(path) as data:
+        result = {k: str(data[k]) for k in data.files if k not in ("image_ids", "confusion")}
+        result.update(image_ids=[str(i) for i in data["image_ids"]],
+                      confusion=data["confusion"].astype(np.int64))
+    return result
 
 
 def evaluate_network(network, info, dataset_dir, split, *, eval_crop_size=None,
