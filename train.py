@@ -5,9 +5,12 @@
 Flag names follow the reference implementation (``train_sup.py`` /
 ``train_wss.py``) where the concept exists there, so a reference command line
 runs after dropping its TF1-only flags (``num_clones``, ``logtostderr``, ...).
-The run writes to ``--train_logdir``: checkpoints (resumed on restart),
-``run_config.json`` and ``flags.txt``, TensorBoard summaries, and at the end a
-SavedModel in ``export/`` and, with ``--eval_split``, ``eval_<split>.json``.
+The run writes to ``--train_logdir``: checkpoints (resumed on restart; every
+``--save_interval_secs`` and ``--save_interval_steps``), with
+``--keep_checkpoint_steps`` the network's weights at fixed steps in ``kept/``
+(learning curves), ``run_config.json`` and ``flags.txt``, TensorBoard
+summaries, and at the end a SavedModel in ``export/`` and, with
+``--eval_split``, ``eval_<split>.json``.
 """
 
 from __future__ import annotations
@@ -141,6 +144,13 @@ flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_float16", "mi
 flags.DEFINE_boolean("jit_compile", False, "Compile the train step with XLA.")
 flags.DEFINE_integer("log_steps", 10, "Print and summarise every log_steps steps.")
 flags.DEFINE_integer("save_interval_secs", 1200, "Checkpoint every this many seconds.")
+flags.DEFINE_integer("save_interval_steps", 0,
+                     "Also checkpoint at every multiple of this many steps (0: by time "
+                     "only), so a killed run loses at most this many steps.")
+flags.DEFINE_integer("keep_checkpoint_steps", 0,
+                     "Keep the network's weights at every multiple of this many steps in "
+                     "<train_logdir>/kept/ckpt-<step>, never deleted (learning curves: "
+                     "eval.py --checkpoint_path); 0: none.")
 flags.DEFINE_integer("save_summaries_secs", 600, "Image summaries every this many seconds.")
 flags.DEFINE_integer("max_checkpoints_to_keep", 3, "Checkpoints kept.")
 flags.DEFINE_string("eval_split", None, "Evaluate this split after training (mIoU).")
@@ -193,6 +203,9 @@ def validate_flags(num_replicas: int):
     decoder = FLAGS.decoder_output_stride or []
     if decoder and decoder != [4]:
         raise app.UsageError(f"--decoder_output_stride must be 4 (or unset), got {decoder}")
+    for name in ("save_interval_steps", "keep_checkpoint_steps"):
+        if getattr(FLAGS, name) < 0:
+            raise app.UsageError(f"--{name} must be >= 0 (0: off), got {getattr(FLAGS, name)}")
     if FLAGS.training_number_of_steps <= FLAGS.slow_start_step:
         raise app.UsageError("--training_number_of_steps must exceed --slow_start_step")
     _crop(FLAGS.eval_crop_size, "eval_crop_size")
@@ -401,6 +414,8 @@ def main(argv):
                      save_interval_secs=FLAGS.save_interval_secs,
                      save_summaries_secs=FLAGS.save_summaries_secs,
                      max_to_keep=FLAGS.max_checkpoints_to_keep,
+                     save_interval_steps=FLAGS.save_interval_steps,
+                     keep_checkpoint_steps=FLAGS.keep_checkpoint_steps,
                      initialize_fn=initial_checkpoint_loader(network),
                      colormap=info.colormap, sample_batch=sample_batch,
                      input_start_step=start_step)

@@ -2,13 +2,20 @@
 TensorBoard summaries, and a stop on non-finite losses.
 
 * Checkpoints: ``tf.train.CheckpointManager`` in ``train_logdir``, saved every
-  ``save_interval_secs`` and at the end, the last ``max_to_keep`` kept. The
+  ``save_interval_secs`` seconds, every ``save_interval_steps`` steps (when
+  set) and at the end, the last ``max_to_keep`` kept. The
   checkpoint holds the trainer (network and any method layers), the
   optimizer (its iteration count and momentum slots) and the dropout layers'
   seed states, so a restarted run resumes at the saved step with the
   learning-rate schedule where it was and the same dropout masks; with input
   pipelines started at that step (``train.py``), it continues exactly as the
   uninterrupted run.
+* Kept checkpoints (``keep_checkpoint_steps``): the network's weights at every
+  multiple of that many steps, written to ``<train_logdir>/kept/ckpt-<step>``
+  and never deleted (learning curves: ``eval.py --checkpoint_path``). Each is
+  written before any rolling checkpoint of the same step, so every rolling
+  checkpoint has the kept ones of its past, and a resumed run writes the
+  kept checkpoint of its start step if it is missing.
 * A non-finite loss stops training with ``NonFiniteLossError`` naming the
   step; nothing is saved after it, so the last good checkpoint stays the latest.
 * Only the chief writes checkpoints and summaries (``core.distribute``); every
@@ -64,14 +71,31 @@ def network_checkpoint(network: keras.Model) -> tf.train.Checkpoint:
     return tf.train.Checkpoint(network=network)
 
 
-class CheckpointSaver(keras.callbacks.Callback):
-    """Saves every ``interval_secs`` and at the end of training (if it ended well)."""
+KEPT_DIR = "kept"  # <train_logdir>/kept/ckpt-<step>: the kept network checkpoints
 
-    def __init__(self, manager: tf.train.CheckpointManager, step_fn, interval_secs: float):
+
+def kept_checkpoints(logdir: str) -> dict:
+    """``{step: checkpoint prefix}`` of the complete kept checkpoints of a run
+    (``<logdir>/kept/ckpt-<step>.index`` present; it is renamed in place last)."""
+    kept = {}
+    for path in tf.io.gfile.glob(os.path.join(logdir, KEPT_DIR, "ckpt-*.index")):
+        number = os.path.basename(path)[len("ckpt-"):-len(".index")]
+        if number.isdigit():
+            kept[int(number)] = path[:-len(".index")]
+    return dict(sorted(kept.items()))
+
+
+class CheckpointSaver(keras.callbacks.Callback):
+    """Saves every ``interval_secs`` seconds, every ``interval_steps`` steps (0:
+    never by steps) and at the end of training (if it ended well)."""
+
+    def __init__(self, manager: tf.train.CheckpointManager, step_fn, interval_secs: float,
+                 interval_steps: int = 0):
         super().__init__()
         self.manager = manager
         self.step_fn = step_fn
         self.interval_secs = interval_secs
+        self.interval_steps = interval_steps
         self._last_save = time.monotonic()
         self.failed = False
 
@@ -85,23 +109,67 @@ class CheckpointSaver(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.failed:
             return
-        if time.monotonic() - self._last_save >= self.interval_secs:
+        if time.monotonic() - self._last_save >= self.interval_secs or (
+                self.interval_steps and int(self.step_fn()) % self.interval_steps == 0):
             self.save()
+
+
+class KeptCheckpoints(keras.callbacks.Callback):
+    """Writes the network's weights at every multiple of ``every_steps`` steps to
+    ``<logdir>/kept/ckpt-<step>`` (a ``tf.train.Checkpoint(network=...)``, which
+    ``network_checkpoint`` restores); these are never deleted. Written under a
+    temporary prefix and renamed, the index last, so a listed one is complete.
+    Must run before ``CheckpointSaver`` in the callback list."""
+
+    def __init__(self, network: keras.Model, logdir: str, every_steps: int, step_fn):
+        super().__init__()
+        self.checkpoint = network_checkpoint(network)
+        # Created now so that write() records it: restore() creates one and eval.py
+        # asserts that every object it has was found in the checkpoint.
+        self.checkpoint.save_counter  # pylint: disable=pointless-statement
+        self.directory = os.path.join(logdir, KEPT_DIR)
+        self.every_steps = every_steps
+        self.step_fn = step_fn
+        self.failed = False
+
+    def write(self, step: int):
+        tf.io.gfile.makedirs(self.directory)
+        final = os.path.join(self.directory, f"ckpt-{step}")
+        temporary = os.path.join(self.directory, f"tmp-ckpt-{step}")
+        written = self.checkpoint.write(temporary)
+        files = tf.io.gfile.glob(written + ".*")
+        for path in sorted(files, key=lambda p: p.endswith(".index")):  # index last
+            tf.io.gfile.rename(path, final + path[len(written):], overwrite=True)
+        logging.info("kept checkpoint %s", final)
+
+    def on_train_begin(self, logs=None):
+        step = int(self.step_fn())
+        if step > 0 and step % self.every_steps == 0 and step not in kept_checkpoints(
+                os.path.dirname(self.directory)):
+            self.write(step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.step_fn())
+        if not self.failed and step % self.every_steps == 0:
+            self.write(step)
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
     """Stops at the first non-finite loss, before anything else saves."""
 
-    def __init__(self, step_fn, saver: CheckpointSaver | None = None):
+    def __init__(self, step_fn, saver: CheckpointSaver | None = None, also_stop=()):
         super().__init__()
         self.step_fn = step_fn
         self.saver = saver
+        self.also_stop = tuple(also_stop)
 
     def on_train_batch_end(self, batch, logs=None):
         loss = as_float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
             if self.saver is not None:
                 self.saver.failed = True
+            for callback in self.also_stop:
+                callback.failed = True
             last = self.saver.manager.latest_checkpoint if self.saver else None
             raise NonFiniteLossError(
                 f"loss is {loss} at step {int(self.step_fn())}; training stopped. "
@@ -245,7 +313,8 @@ def checkpoint_step(logdir: str) -> int:
 def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_steps: int = 10,
         save_interval_secs: float = 1200, save_summaries_secs: float = 600,
         max_to_keep: int = 3, initialize_fn=None, colormap=None, sample_batch=None,
-        verbose: bool = True, input_start_step: int | None = None) -> int:
+        verbose: bool = True, input_start_step: int | None = None,
+        save_interval_steps: int = 0, keep_checkpoint_steps: int = 0) -> int:
     """Trains ``trainer`` (compiled, optimizer built) on ``dataset`` up to ``total_steps``.
 
     With ``colormap`` and a (non-distributed) ``sample_batch``, image panels
@@ -257,6 +326,9 @@ def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_ste
     final checkpoint. Returns the final step. ``input_start_step``: the step
     ``dataset`` was built to start at; a different restored step is an error
     (the batches would not be the ones an uninterrupted run sees).
+    ``save_interval_steps``: also checkpoint at every multiple of it (0: by
+    time only). ``keep_checkpoint_steps``: keep the network's weights at every
+    multiple of it in ``<logdir>/kept/`` (0: none).
     """
     optimizer = trainer.optimizer
     checkpoint = make_checkpoint(trainer, optimizer)
@@ -281,8 +353,12 @@ def fit(trainer: keras.Model, dataset, logdir: str, *, total_steps: int, log_ste
     writer = tf.summary.create_file_writer(os.path.join(logdir, "train")) \
         if distribute.is_chief() else None
     chief = distribute.is_chief()
-    saver = CheckpointSaver(manager, step_fn, save_interval_secs)
-    callbacks = [NonFiniteLossGuard(step_fn, saver)] + ([saver] if chief else []) + [
+    saver = CheckpointSaver(manager, step_fn, save_interval_secs, save_interval_steps)
+    kept = ([KeptCheckpoints(trainer.checkpoint_items()["network"], logdir,
+                             keep_checkpoint_steps, step_fn)]
+            if chief and keep_checkpoint_steps else [])
+    callbacks = [NonFiniteLossGuard(step_fn, saver, kept)] + kept + (
+        [saver] if chief else []) + [
         ProgressLogger(total_steps, log_steps, step_fn, writer, verbose=verbose and chief)]
     if writer is not None and colormap is not None and sample_batch is not None:
         callbacks.append(ImageSummaries(sample_batch, writer, np.asarray(colormap), step_fn,

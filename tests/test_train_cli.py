@@ -63,21 +63,23 @@ def _tags(logdir):
 
 @pytest.fixture(scope="module")
 def trained(data_dir, tmp_path_factory):
-    """A run killed with SIGKILL after its first checkpoint, then restarted."""
+    """A run killed with SIGKILL after its first checkpoint, then restarted; it keeps
+    the network's weights every 4 steps."""
     logdir = tmp_path_factory.mktemp("run")
     args = _train_args(data_dir, logdir, "--save_interval_secs=0", "--eval_split=val",
-                       "--eval_crop_size=none", steps=12)
+                       "--eval_crop_size=none", "--keep_checkpoint_steps=4", steps=12)
     process = subprocess.Popen(args, cwd=REPO, env=ENV, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 240
-    while not glob.glob(str(logdir / "ckpt-*.index")) and time.monotonic() < deadline:
+    # The state file "checkpoint" names the latest checkpoint once its files are
+    # complete: killed before it, the run would rightly start again from step 0.
+    while not (logdir / "checkpoint").exists() and time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"training ended before its first checkpoint:\n{process.stdout.read()}")
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    killed_at = max(int(p.rsplit("-", 1)[-1].split(".")[0])
-                    for p in glob.glob(str(logdir / "ckpt-*.index")))
+    killed_at = int(tf.train.latest_checkpoint(str(logdir)).rsplit("-", 1)[-1])
     result = _run(args)
     assert result.returncode == 0, result.stdout + result.stderr
     return logdir, killed_at, result.stdout
@@ -106,7 +108,7 @@ def test_killed_and_resumed_run_ends_as_the_uninterrupted_one(trained, data_dir,
     """The input pipelines restart at the checkpoint's step and the dropout
     seeds come back with the checkpoint, so the resumed run logs the losses and
     ends with the weights of a run that was never interrupted (which also never
-    saved a checkpoint before the end nor wrote image summaries)."""
+    saved a checkpoint before the end, kept none, nor wrote image summaries)."""
     logdir, killed_at, stdout = trained
     uninterrupted = tmp_path / "uninterrupted"
     args = _train_args(data_dir, uninterrupted, "--save_interval_secs=100000", steps=12)
@@ -286,6 +288,83 @@ def test_initial_weights_from_a_keras_file_and_from_a_deeplab_tf1_checkpoint(dat
         "initialization"] == record
     keras_record = json.loads((tmp_path / "a" / "run_config.json").read_text())["initialization"]
     assert keras_record["source"] == "keras_weights" and keras_record["loaded"] == total
+
+
+def test_kept_checkpoints_survive_the_rolling_ones_and_evaluate_one_by_one(trained):
+    """--keep_checkpoint_steps=4 kept steps 4, 8 and 12 across the kill and resume
+    while max_checkpoints_to_keep=3 rolled the others away; eval.py evaluates given
+    checkpoints in one process, with each image's confusion matrix, and the kept
+    step-12 weights score exactly as the final checkpoint."""
+    logdir, _, _ = trained
+    from core.evaluation import read_per_image_confusion
+    from core.training import kept_checkpoints
+
+    kept = kept_checkpoints(str(logdir))
+    assert list(kept) == [4, 8, 12]
+    assert sorted(int(p.rsplit("-", 1)[-1].split(".")[0])
+                  for p in glob.glob(str(logdir / "ckpt-*.index"))) == [10, 11, 12]
+    result = _run([sys.executable, "eval.py", f"--checkpoint_path={kept[4]},{kept[12]}",
+                   "--eval_crop_size=none", f"--output_json={logdir}/kept_{{step}}.json",
+                   f"--per_image_confusion={logdir}/kept_{{step}}.npz"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = json.loads((logdir / "eval_val.json").read_text())
+    at_12 = json.loads((logdir / "kept_12.json").read_text())
+    assert at_12["step"] == 12 and at_12["evaluated"] == kept[12]
+    np.testing.assert_array_equal(at_12["confusion_matrix"], final["confusion_matrix"])
+    at_4 = json.loads((logdir / "kept_4.json").read_text())
+    assert at_4["step"] == 4 and at_4["evaluated"] == kept[4]
+    # Kept weights: those of the training checkpoint of their step, different per step.
+    from core import run_config, training
+
+    network = run_config.build_network(run_config.read_run_config(str(logdir)))
+
+    def network_weights(path):
+        training.network_checkpoint(network).restore(
+            path).expect_partial().assert_existing_objects_matched()  # every weight restored
+        return [w.numpy() for w in network.weights]
+
+    final_weights = network_weights(str(logdir / "ckpt-12"))
+    for kept_value, final_value in zip(network_weights(kept[12]), final_weights):
+        np.testing.assert_array_equal(kept_value, final_value)
+    at_4_weights, at_8_weights = network_weights(kept[4]), network_weights(kept[8])
+    assert any(not np.array_equal(a, b) for a, b in zip(at_4_weights, at_8_weights))
+    assert any(not np.array_equal(a, b) for a, b in zip(at_8_weights, final_weights))
+    per_image = read_per_image_confusion(str(logdir / "kept_4.npz"))
+    assert per_image["evaluated"] == kept[4]
+    assert len(set(per_image["image_ids"])) == 4 and all(per_image["image_ids"])
+    assert per_image["confusion"].shape == (4, 5, 5)
+    np.testing.assert_array_equal(per_image["confusion"].sum(0), at_4["confusion_matrix"])
+    np.testing.assert_array_equal(per_image["confusion"].sum((1, 2)), [40 * 40] * 4)
+    several = _run([sys.executable, "eval.py", f"--checkpoint_path={kept[4]},{kept[8]}",
+                    f"--output_json={logdir}/kept.json"])
+    assert several.returncode != 0
+    assert "--output_json" in several.stderr and "must contain {step}" in several.stderr
+
+
+def test_checkpoints_every_n_steps():
+    """--save_interval_steps saves at its multiples (and --save_interval_secs still
+    by time)."""
+    from core.training import CheckpointSaver
+
+    class Manager:
+        def __init__(self):
+            self.saved = []
+
+        def save(self, checkpoint_number):
+            self.saved.append(checkpoint_number)
+            return f"ckpt-{checkpoint_number}"
+
+    step = [0]
+    manager = Manager()
+    saver = CheckpointSaver(manager, lambda: step[0], interval_secs=10 ** 6, interval_steps=3)
+    for step[0] in range(1, 11):
+        saver.on_train_batch_end(step[0])
+    assert manager.saved == [3, 6, 9]
+    manager = Manager()
+    saver = CheckpointSaver(manager, lambda: step[0], interval_secs=0)
+    for step[0] in range(1, 4):
+        saver.on_train_batch_end(step[0])
+    assert manager.saved == [1, 2, 3]
 
 
 def test_eval_watch_evaluates_new_checkpoints_until_the_final_step(trained):
