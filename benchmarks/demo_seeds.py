@@ -29,7 +29,7 @@ import time
 from absl import app
 from absl import flags
 
-from benchmarks.study import mean_std, run_side_by_side, write_atomically
+from benchmarks.study_runner import mean_std, run_side_by_side, write_atomically
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARMS = {"pseudoseg": "configs/demo.flags", "supervised": "configs/demo_supervised.flags"}

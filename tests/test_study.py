@@ -1,8 +1,11 @@
-"""benchmarks/study.py: spec validation, run planning, summary statistics against numpy,
-merging of partial results, and one tiny end-to-end study on generated images."""
+"""The study runner (benchmarks/study.py, benchmarks/study_runner/): spec validation, run
+planning, summary statistics and bootstrap intervals against numpy, learning curves, merging
+of partial results, and one tiny end-to-end study on generated images that is killed and
+resumes."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import study
+from benchmarks import study_runner as study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,6 +136,12 @@ def test_extra_train_flags_override_the_flagfiles(tmp_path):
     assert spec.arms["S"].settings["weakly"] == "false"
 
 
+def _colliding_run_names(spec):
+    spec["arms"][0].update(draw=1, seeds=[2])  # S on draw 1: run S_draw1_seed2
+    spec["arms"].append({"id": "S_draw1", "title": "(S) again", "partition": "1/4",
+                         "seeds": [2], "flagfile": spec["arms"][0]["flagfile"]})
+
+
 def _break(tmp_path, change):
     spec = base_spec(tmp_path)
     change(spec)
@@ -172,6 +181,18 @@ def _break(tmp_path, change):
      "arm P has no seed 9"),
     (lambda s: s.update(eval_flags=["eval_crop_size=none"]), "eval_flags",
      "list of --flag=value"),
+    (lambda s: s["arms"][0].update(draw=7), "arms[0] (S).draw",
+     "partition '1/4' has no draw 7 (its draws: [0, 1, 2])"),
+    (lambda s: s["arms"][2].update(draw=0), "arms[2] (F).draw", "partition 'all' has no draws"),
+    (lambda s: s.update(curves=["Q"], curve_every_steps=1), "curves[0]", "unknown arm 'Q'"),
+    (lambda s: s.update(curves=["S"]), "curves[0]", "arm S keeps no checkpoints"),
+    (lambda s: s.update(curve_every_steps=2), "curve_every_steps",
+     "2 gives arm S 3 curve points in its 7 steps; at least 6 are needed (at most 1)"),
+    (lambda s: s["arms"][1].update(curve_every_steps=-1), "arms[1] (P).curve_every_steps",
+     "expected an integer >= 0"),
+    (lambda s: s.update(save_interval_steps="10"), "save_interval_steps", "expected int"),
+    (lambda s: _colliding_run_names(s), "arms",
+     "arms S and S_draw1 both name a run S_draw1_seed2"),
 ])
 def test_spec_errors_name_the_file_and_field(tmp_path, change, field, message):
     path = _break(tmp_path, change)
@@ -311,6 +332,155 @@ def test_partial_results_merge_into_one_summary(tmp_path):
         study.load_results(str(results_dir))
 
 
+def test_an_arm_with_a_fixed_draw_varies_the_training_seed_only(tmp_path):
+    """``draw``: every seed trains on the same labeled draw; run names stay unique, and
+    pairs match runs with the same draw and training seed."""
+    spec = base_spec(tmp_path)
+    spec["arms"] += [
+        {"id": "S_stab", "title": "(S) draw 1", "flagfile": spec["arms"][0]["flagfile"],
+         "partition": "1/4", "seeds": [0, 1, 5], "draw": 1},
+        {"id": "P_stab", "title": "(P) draw 1", "flagfile": spec["arms"][1]["flagfile"],
+         "partition": "1/4", "seeds": [0, 1, 5], "draw": 1}]
+    spec["pairs"] = [["P_stab", "S_stab"], ["S_stab", "S"], ["F", "S_stab"]]
+    spec = study.load_spec(save_spec(tmp_path, spec))
+    runs = {r.name: r for r in study.plan_runs(spec, ["S", "S_stab", "P_stab"])}
+    assert sorted(runs) == ["P_stab_draw1_seed0", "P_stab_draw1_seed1", "P_stab_draw1_seed5",
+                            "S_seed0", "S_seed1", "S_seed2", "S_stab_draw1_seed0",
+                            "S_stab_draw1_seed1", "S_stab_draw1_seed5"]
+    stab = runs["P_stab_draw1_seed5"]
+    assert (stab.train_split, stab.unlabeled_split, stab.draw) == ("lab_1", "unl_1", 1)
+    assert runs["S_seed2"].draw == 2
+    command = study.train_command(stab, "/w", "/w/records")
+    assert "--seed=5" in command and "--train_split=lab_1" in command
+    assert "--train_logdir=/w/runs/P_stab_draw1_seed5" in command
+    values = {("S", 0, 0): 0.30, ("S", 1, 1): 0.33, ("S", 2, 2): 0.31,
+              ("S_stab", 1, 0): 0.40, ("S_stab", 1, 1): 0.41, ("S_stab", 1, 5): 0.43,
+              ("P_stab", 1, 0): 0.45, ("P_stab", 1, 1): 0.42, ("P_stab", 1, 5): 0.50,
+              ("F", None, 0): 0.60}
+    results = {}
+    for (arm, draw, seed), miou in values.items():
+        results[f"{arm}_{draw}_{seed}"] = {**result(arm, seed, miou), "draw": draw}
+    summary = study.summarize(spec, results)
+    pairs = {(p["a"], p["b"]): p for p in summary["pairs"]}
+    stab_pair = pairs[("P_stab", "S_stab")]
+    assert stab_pair["seeds"] == [0, 1, 5] and stab_pair["draws"] == {"0": 1, "1": 1, "5": 1}
+    np.testing.assert_allclose(list(stab_pair["differences"].values()), [5.0, 1.0, 7.0])
+    # (S_stab) and (S) share a draw at training seed 1 only.
+    assert pairs[("S_stab", "S")]["seeds"] == [1]
+    assert pairs[("S_stab", "S")]["unpaired_seeds"] == [0]
+    assert pairs[("S_stab", "S")]["differences"]["1"] == pytest.approx(8.0)
+    # The whole training split has no draw: (F) pairs by training seed.
+    assert pairs[("F", "S_stab")]["seeds"] == [0]
+    text = study.markdown(summary)
+    assert "| (S) draw 1 (draw 1) | 3/3 |" in text
+
+
+def _per_image_set(rng, num_images, num_classes):
+    """Per-image confusion matrices with classes missing from some images and class
+    ``num_classes - 1`` absent from all (IoU undefined: left out of the mean)."""
+    confusion = rng.integers(0, 30, (num_images, num_classes, num_classes))
+    confusion[:, -1, :] = 0
+    confusion[:, :, -1] = 0
+    confusion[rng.random(num_images) < 0.3, 1, :] = 0
+    return confusion
+
+
+def _numpy_interval(per_image_runs, combine, samples=1000, seed=0):
+    """The documented procedure, image by image with core.metrics: rng.integers draws
+    the resampled indices, each resample's mIoU from its summed confusion matrix."""
+    from core.metrics import iou_from_confusion
+
+    num_images = len(per_image_runs[0])
+    indices = np.random.default_rng(seed).integers(0, num_images, (samples, num_images))
+    values = [combine([100 * iou_from_confusion(run[rows].sum(0))[0] for run in per_image_runs])
+              for rows in indices]
+    return np.percentile(values, [2.5, 97.5])
+
+
+def test_bootstrap_intervals_match_a_numpy_recomputation(tmp_path):
+    """Runs, arm means and seed-paired differences get percentile intervals over
+    images, all from the same resamples of the images (sorted by id, whatever the
+    order eval.py wrote them in)."""
+    from core.evaluation import write_per_image_confusion
+    from core.metrics import iou_from_confusion
+
+    spec = study.load_spec(save_spec(tmp_path, base_spec(tmp_path)))
+    results_dir = tmp_path / "work" / "results"
+    rng = np.random.default_rng(3)
+    ids = [f"img_{i:02d}" for i in range(12)]
+    sets = {}
+    for arm in ("S", "P"):
+        for seed in (0, 1):
+            per_image = _per_image_set(rng, len(ids), 4)
+            sets[arm, seed] = per_image
+            order = rng.permutation(len(ids))  # eval.py's order is not the ids' order
+            relative = f"per_image/{arm}_seed{seed}.val.npz"
+            write_per_image_confusion(str(results_dir / relative), [ids[i] for i in order],
+                                      per_image[order], evaluated=f"/runs/{arm}{seed}/ckpt-7")
+            miou = iou_from_confusion(per_image.sum(0))[0]
+            entry = result(arm, seed, miou)
+            entry["eval"]["val"].update(per_image_confusion=relative,
+                                        checkpoint=f"/runs/{arm}{seed}/ckpt-7")
+            (results_dir / f"{arm}_seed{seed}.json").write_text(json.dumps(entry))
+    summary, text = study.write_summary(spec, str(tmp_path / "work"))
+    arm_s = summary["arms"]["S"]["splits"]["val"]
+    for seed in (0, 1):
+        np.testing.assert_allclose(arm_s["miou_ci"][str(seed)],
+                                   _numpy_interval([sets["S", seed]], lambda m: m[0]))
+    np.testing.assert_allclose(arm_s["miou_mean_ci"],
+                               _numpy_interval([sets["S", 0], sets["S", 1]], np.mean))
+    pair = next(p for p in summary["pairs"] if (p["a"], p["b"]) == ("P", "S"))
+    np.testing.assert_allclose(pair["differences_ci"]["1"],
+                               _numpy_interval([sets["P", 1], sets["S", 1]],
+                                               lambda m: m[0] - m[1]))
+    np.testing.assert_allclose(
+        pair["mean_ci"], _numpy_interval([sets["P", 0], sets["S", 0], sets["P", 1],
+                                          sets["S", 1]],
+                                         lambda m: ((m[0] - m[1]) + (m[2] - m[3])) / 2))
+    low, high = arm_s["miou_ci"]["0"]
+    assert f"0: {arm_s['miou']['0']:.2f} [{low:.2f}, {high:.2f}]" in text
+    low, high = pair["mean_ci"]
+    assert f"{pair['mean']:+.2f} ± {pair['std']:.2f} [{low:+.2f}, {high:+.2f}]" in text
+    assert summary["bootstrap"]["samples"] == 1000 and summary["bootstrap"]["problems"] == []
+    # A run whose per-image file is of another checkpoint gets no interval, with a note.
+    entry = json.loads((results_dir / "P_seed1.json").read_text())
+    entry["eval"]["val"]["checkpoint"] = "/runs/P1/ckpt-9"
+    (results_dir / "P_seed1.json").write_text(json.dumps(entry))
+    summary, text = study.write_summary(spec, str(tmp_path / "work"))
+    assert summary["arms"]["P"]["splits"]["val"]["miou_ci"]["1"] is None
+    assert summary["arms"]["P"]["splits"]["val"]["miou_mean_ci"] is None
+    assert "ckpt-7, the result of /runs/P1/ckpt-9" in text
+
+
+def test_learning_curves_are_summarised_and_drawn(tmp_path):
+    spec = base_spec(tmp_path, curve_every_steps=1, curves=["S", "P"])
+    spec = study.load_spec(save_spec(tmp_path, spec))
+    assert spec.arms["S"].curve_every_steps == 1
+    assert "--keep_checkpoint_steps=1" in study.train_command(study.plan_runs(spec)[0], "/w",
+                                                              "/w/r")
+    results_dir = tmp_path / "work" / "results"
+    results_dir.mkdir(parents=True)
+    curves = {0: [0.10, 0.20, 0.30, 0.35, 0.38, 0.39, 0.40],
+              1: [0.12, 0.22, 0.28, 0.33, 0.37, 0.37, 0.36]}
+    for seed, values in curves.items():
+        entry = result("S", seed, values[-1])
+        entry["curve"] = [{"step": step, "miou": {"val": v}}
+                          for step, v in enumerate(values, 1)]
+        (results_dir / f"S_seed{seed}.json").write_text(json.dumps(entry))
+    summary, text = study.write_summary(spec, str(tmp_path / "work"))
+    curve = summary["arms"]["S"]["curve"]["val"]
+    assert curve["steps"] == list(range(1, 8))
+    np.testing.assert_allclose(curve["mean"], 100 * np.mean(list(curves.values()), axis=0))
+    # The last quarter of 7 steps starts at step 6 (>= 5.25): final minus step 6.
+    assert curve["last_quarter"]["0"]["from_step"] == 6
+    assert curve["last_quarter"]["1"]["change"] == pytest.approx(100 * (0.36 - 0.37))
+    assert curve["last_quarter_change_mean"] == pytest.approx(100 * (0.01 - 0.01) / 2)
+    assert summary["arms"]["P"]["curve"] is None
+    assert summary["learning_curves_figure"] == "learning_curves.png"
+    assert (tmp_path / "work" / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| S | val | 1: 11.00, 2: 21.00," in text
+
+
 # -- end to end ---------------------------------------------------------------------
 
 
@@ -333,14 +503,16 @@ def write_source(root, counts=(("train", 8), ("val", 2)), size=(40, 40), num_cla
 
 
 def test_a_tiny_study_runs_end_to_end(tmp_path):
-    """Data, splits, two runs side by side (supervised and PseudoSeg, 2 steps), their
-    evaluation, the pseudo-label report and the summary, then a resumed invocation
-    that only evaluates a new split."""
+    """Data, splits, two runs side by side (supervised and PseudoSeg, 6 steps, a
+    checkpoint every step and a kept one for the curve), killed with the runner
+    mid-training; the next invocation resumes (S) at its last checkpoint, then
+    evaluates (per-image matrices), evaluates the curve, reports and summarises;
+    a third invocation only evaluates a new split, final checkpoint and curve."""
     write_source(tmp_path / "source")
     base = write_flagfile(
         tmp_path / "base.flags", "--dataset=tiny", "--model_variant=mobilenet_v2",
         "--decoder_output_stride=4", "--train_crop_size=33,33", "--train_batch_size=2",
-        "--training_number_of_steps=2", "--base_learning_rate=0.01", "--cutout_size=8",
+        "--training_number_of_steps=6", "--base_learning_rate=0.01", "--cutout_size=8",
         "--log_steps=1", "--export=false")
     spec = {
         "description": "tiny",
@@ -353,21 +525,55 @@ def test_a_tiny_study_runs_end_to_end(tmp_path):
              "flagfile": write_flagfile(tmp_path / "s.flags", f"--flagfile={base}",
                                         "--mode=supervised")},
             {"id": "P", "title": "(P)", "partition": "1/4", "seeds": [0],
+             "curve_every_steps": 0,  # no curve, 2 steps: the test's time goes to (S)
              "flagfile": write_flagfile(tmp_path / "p.flags", f"--flagfile={base}",
-                                        "--mode=pseudoseg")}],
+                                        "--mode=pseudoseg", "--training_number_of_steps=2")}],
         "pairs": [["P", "S"]],
         "report": [{"arm": "P", "seed": 0}],
         "eval_flags": ["--eval_crop_size=none"],
+        "curve_every_steps": 1, "curves": ["S"], "save_interval_steps": 1,
     }
     spec_path = save_spec(tmp_path, spec)
     work = tmp_path / "work"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "benchmarks/study.py", f"--spec={spec_path}",
-                           f"--work_dir={work}", "--parallel=2"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=1800)
+    args = [sys.executable, "benchmarks/study.py", f"--spec={spec_path}", f"--work_dir={work}",
+            "--parallel=2"]
+    s_run = work / "runs" / "S_seed0"
+    with open(tmp_path / "killed.log", "w") as log:
+        killed = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # its own group: killed with its runs
+        deadline = time.monotonic() + 900
+        while not (s_run / "checkpoint").exists() and time.monotonic() < deadline:
+            assert killed.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+            time.sleep(0.05)
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait()
+    import tensorflow as tf
+
+    killed_at = int(tf.train.latest_checkpoint(str(s_run)).rsplit("-", 1)[-1])
+    assert 1 <= killed_at < 6, "(S) finished before the kill: nothing to resume"
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(f"tiny study: {time.monotonic() - start:.0f} s")
+    assert f"S_seed0: resuming from ckpt-{killed_at}" in done.stdout
+    assert f"resumed from {s_run}/ckpt-{killed_at}; step {killed_at} of 6" in (
+        work / "logs" / "S_seed0.train.log").read_text()
+    s_result = json.loads((work / "results" / "S_seed0.json").read_text())
+    assert s_result["train_invocations"][-1]["resumed_from"] == f"ckpt-{killed_at}"
+    # The curve: kept steps 1..5 evaluated by one eval.py, the final step from the main one.
+    assert [p["step"] for p in s_result["curve"]] == [1, 2, 3, 4, 5, 6]
+    assert s_result["curve"][-1]["miou"]["val"] == s_result["eval"]["val"]["miou"]
+    assert "--checkpoint_path=" in (work / "logs" / "S_seed0.curve.log").read_text()
+    # Per-image confusion matrices: every val image once, summing to the split's.
+    from core.evaluation import read_per_image_confusion
+
+    per_image = read_per_image_confusion(
+        str(work / "results" / s_result["eval"]["val"]["per_image_confusion"]))
+    assert sorted(per_image["image_ids"]) == ["val_00", "val_01"]
+    np.testing.assert_array_equal(
+        per_image["confusion"].sum(0),
+        json.loads((s_run / "eval_val.json").read_text())["confusion_matrix"])
     assert (work / "splits" / "lab_0.txt").read_text().count("\n") == 2
     summary = json.loads((work / "summary.json").read_text())
     assert summary["arms"]["S"]["seeds"] == [0] and summary["arms"]["P"]["seeds"] == [0]
@@ -381,6 +587,11 @@ def test_a_tiny_study_runs_end_to_end(tmp_path):
     assert p_result["seconds"]["train"] > 0 and p_result["train_invocations"][0]["threads"] >= 1
     assert "--train_split_cls=unl_0" in p_result["train_command"]
     assert "| (P) | 1/1 |" in (work / "summary.md").read_text()
+    low, high = summary["arms"]["P"]["splits"]["val"]["miou_ci"]["0"]
+    assert 0 <= low <= high <= 100
+    assert summary["arms"]["S"]["curve"]["val"]["steps"] == [1, 2, 3, 4, 5, 6]
+    assert summary["arms"]["P"]["curve"] is None and p_result["curve"] is None
+    assert (work / "learning_curves.png").exists()
     # A new split in the records directory: a second invocation evaluates only it.
     for path in (work / "records").glob("val-*"):
         os.link(path, path.with_name(path.name.replace("val-", "extra-")))
@@ -390,9 +601,15 @@ def test_a_tiny_study_runs_end_to_end(tmp_path):
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "train.py" not in again.stdout and "S_seed0: trained" in again.stdout
     assert "--eval_split=extra" in again.stdout and "--eval_split=val " not in again.stdout
+    assert again.stdout.count("--checkpoint_path=") == 1  # the curve on extra only
     summary = json.loads((work / "summary.json").read_text())
     assert summary["arms"]["S"]["splits"]["extra"]["miou_mean"] == pytest.approx(
         summary["arms"]["S"]["splits"]["val"]["miou_mean"])
+    # The same images under another name: the same curve, and the same intervals.
+    curve = json.loads((work / "results" / "S_seed0.json").read_text())["curve"]
+    assert all(p["miou"]["extra"] == p["miou"]["val"] for p in curve) and len(curve) == 6
+    assert summary["arms"]["S"]["splits"]["extra"]["miou_ci"] == summary["arms"]["S"][
+        "splits"]["val"]["miou_ci"]
     missing = subprocess.run([sys.executable, "benchmarks/study.py", f"--spec={spec_path}",
                               f"--work_dir={work}", "--arms=S", "--eval_splits=nope"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)

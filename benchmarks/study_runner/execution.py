@@ -1,0 +1,481 @@
+"""Executes a study in its work dir, each step skipped when its output exists:
+data preparation (source copy, partition lists, records), training (resumed
+from the run's last checkpoint), evaluation of the final checkpoint (with
+per-image confusion matrices) and of the kept checkpoints (learning curve),
+the pseudo-label report, and the run's result file ``results/<run>.json``.
+Also the worker pool ``run_side_by_side`` (used by ``benchmarks/demo_seeds.py``)."""
+
+from __future__ import annotations
+
+import datetime
+import glob
+import json
+import os
+import platform
+import queue
+import subprocess
+import sys
+import threading
+import time
+
+from benchmarks.study_runner.common import REPO, read_json, write_atomically
+from benchmarks.study_runner.planning import run_dir, train_command
+from benchmarks.study_runner.rendering import INVOCATIONS
+
+PER_IMAGE_DIR = "per_image"  # results/per_image/<run>.<split>.npz
+CURVE_DIR = "curve"  # runs/<run>/curve/eval_<split>_<step>.json
+
+
+class CommandFailed(RuntimeError):
+    """A command of the runner exited with an error; ``seconds`` is how long it ran."""
+
+    def __init__(self, message, seconds):
+        super().__init__(message)
+        self.seconds = seconds
+
+
+class Runner:
+    """Executes the steps of a study in ``work_dir`` (see the package docstring)."""
+
+    def __init__(self, spec, work_dir, *, source_dir=None, eval_splits=("val",),
+                 extra_train_flags=(), extra_report_flags=(), parallel=1,
+                 threads_per_run=None, dry_run=False):
+        self.spec = spec
+        self.work_dir = os.path.abspath(work_dir)
+        self.source_dir = os.path.normpath(
+            os.path.join(REPO, source_dir or spec.dataset.source_dir))
+        self.records_dir = os.path.join(self.work_dir, "records")
+        self.results_dir = os.path.join(self.work_dir, "results")
+        self.logs_dir = os.path.join(self.work_dir, "logs")
+        self.eval_splits = tuple(eval_splits)
+        self.extra_train_flags = tuple(extra_train_flags)
+        self.extra_report_flags = tuple(extra_report_flags)
+        self.parallel = parallel
+        cpus = os.cpu_count() or 1
+        self.threads_per_run = threads_per_run or max(1, cpus // parallel)
+        self.dry_run = dry_run
+        self._lock = threading.Lock()
+
+    def log(self, message):
+        with self._lock:
+            print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", flush=True)
+
+    def command(self, args, log_name, threads=None):
+        """Runs ``python args`` in the repo root, output appended to ``logs/<log_name>``;
+        returns its wall seconds; raises CommandFailed naming the log on failure."""
+        log_path = os.path.join(self.logs_dir, log_name)
+        args = [sys.executable, *args]
+        self.log(f"$ {' '.join(args[1:])}  > {log_path}")
+        if self.dry_run:
+            return 0.0
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+        if threads:
+            env.update(TF_NUM_INTRAOP_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+        start = time.monotonic()
+        with open(log_path, "a") as out:
+            out.write(f"\n$ {' '.join(args)}\n")
+            out.flush()
+            result = subprocess.run(args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                    env=env)
+        seconds = time.monotonic() - start
+        if result.returncode:
+            raise CommandFailed(f"{' '.join(args[1:3])} failed (exit {result.returncode}) "
+                                f"after {seconds:.0f} s; see {log_path}", seconds)
+        return seconds
+
+    # data ---------------------------------------------------------------------------
+
+    def prepare_data(self):
+        """Source copy, partition lists and records, each skipped when present."""
+        for path in (self.records_dir, self.logs_dir, os.path.join(self.work_dir, "splits")):
+            os.makedirs(path, exist_ok=True)
+        dataset = self.spec.dataset
+        source = self.source_dir
+        if not os.path.isdir(source):
+            raise FileNotFoundError(f"dataset source {source} is not a directory "
+                                    f"({self.spec.path}: dataset.source_dir, or --source_dir)")
+        if dataset.scale != 1.0:
+            source = self._resized_source()
+        lists = {}
+        for partition in self.spec.partitions.values():
+            for seed in partition.draw_seeds():
+                lists.update(self._partition_lists(partition, seed, source))
+        self._convert(source, dataset.train_split,
+                      {dataset.train_split: os.path.join(source, f"{dataset.train_split}.txt"),
+                       **lists}, class_labels=True)
+        for split in dataset.eval_source_splits:
+            self._convert(source, split, {split: os.path.join(source, f"{split}.txt")},
+                          class_labels=False)
+
+    def _resized_source(self):
+        target = os.path.join(self.work_dir, "source")
+        for split in (self.spec.dataset.train_split, *self.spec.dataset.eval_source_splits):
+            if os.path.exists(os.path.join(target, f"{split}.txt")):
+                continue
+            self.log(f"resizing {self.source_dir} {split} by {self.spec.dataset.scale} "
+                     f"into {target}")
+            if not self.dry_run:
+                count = resize_split(self.source_dir, target, split, self.spec.dataset.scale)
+                self.log(f"  {count} images")
+        return target
+
+    def _partition_lists(self, partition, seed, source):
+        labeled, unlabeled = partition.split_names(seed)
+        splits_dir = os.path.join(self.work_dir, "splits")
+        paths = {labeled: os.path.join(splits_dir, f"{labeled}.txt"),
+                 unlabeled: os.path.join(splits_dir, f"{unlabeled}.txt")}
+        # make_splits writes the unlabeled list last, each atomically.
+        if not os.path.exists(paths[unlabeled]):
+            train = self.spec.dataset.train_split
+            size = (["--num_labeled", str(partition.num_labeled)] if partition.num_labeled
+                    else ["--denominator", str(partition.denominator)])
+            self.command(["datasets/make_splits.py", f"--list_file={source}/{train}.txt",
+                          f"--label_dir={source}/labels/{train}",
+                          f"--ignore_label={self.spec.dataset.ignore_label}",
+                          f"{size[0]}={size[1]}", f"--seed={seed}",
+                          f"--labeled_list={paths[labeled]}",
+                          f"--unlabeled_list={paths[unlabeled]}"], "make_splits.log")
+        return paths
+
+    def _convert(self, source, source_split, lists, class_labels):
+        """Converts the splits of ``lists`` ({split: id list}) that have no records yet,
+        all from ``source``'s ``source_split`` folders, in one build_folder.py call."""
+        missing = [split for split in lists if not self.has_records(split)]
+        if not missing:
+            return
+        dataset = self.spec.dataset
+        first, rest = missing[0], missing[1:]
+        args = ["datasets/build_folder.py", f"--image_dir={source}/images/{source_split}",
+                f"--label_dir={source}/labels/{source_split}", f"--list_file={lists[first]}",
+                f"--split_name={first}", *[f"--split_list={s}={lists[s]}" for s in rest],
+                f"--output_dir={self.records_dir}", f"--dataset_name={dataset.name}",
+                f"--num_classes={dataset.num_classes}", f"--ignore_label={dataset.ignore_label}",
+                f"--class_names={','.join(dataset.class_names)}",
+                f"--num_shards={dataset.num_shards}"]
+        if class_labels:
+            args.append("--class_labels")
+        self.command(args, "build_folder.log")
+
+    def has_records(self, split):
+        return bool(glob.glob(os.path.join(self.records_dir, f"{split}-*")))
+
+    def check_eval_splits(self):
+        missing = [s for s in self.eval_splits if not self.has_records(s)]
+        if missing and not self.dry_run:
+            raise FileNotFoundError(
+                f"--eval_splits: no records for {missing} in {self.records_dir} (expected "
+                f"files <split>-*; place converted records there)")
+
+    # runs ---------------------------------------------------------------------------
+
+    def execute(self, run):
+        """Trains, evaluates and reports one run; writes and returns its result.
+
+        Nothing of a run is deleted: an interrupted training resumes from its
+        last checkpoint, and evaluations whose output matches the checkpoint
+        are not repeated."""
+        if self.dry_run:
+            for args in self.commands(run):
+                self.log(f"$ {' '.join(args)}")
+            return None
+        logdir = run_dir(self.work_dir, run)
+        result_path = os.path.join(self.results_dir, f"{run.name}.json")
+        previous = read_json(result_path) or {}
+        timing_path = os.path.join(logdir, "timing.json")
+        timing = read_json(timing_path) or {}
+        latest = self._train(run, logdir, timing, timing_path)
+        seconds = {k: v for k, v in previous.get("seconds", {}).items() if k != "train"}
+        evals = self._evaluate(run, logdir, latest, previous, seconds)
+        curve = self._curve(run, logdir, evals, previous, seconds)
+        report = self._report(run, logdir, latest, previous, seconds)
+        import tensorflow as tf
+
+        run_config = read_json(os.path.join(logdir, "run_config.json")) or {}
+        result = dict(
+            run=run.name, arm=run.arm.id, seed=run.seed, draw=run.draw, title=run.arm.title,
+            flagfile=run.arm.flagfile, mode=run.arm.mode, partition=run.arm.partition,
+            train_split=run.train_split, unlabeled_split=run.unlabeled_split,
+            steps=run.arm.steps, checkpoint=latest, eval=evals, curve=curve,
+            pseudo_label_report=report, initialization=run_config.get("initialization"),
+            seconds={"train": timing.get("train"), **seconds},
+            train_command=timing.get("train_command"),
+            train_invocations=timing.get("train_invocations", []),
+            extra_train_flags=timing.get("extra_train_flags", []),
+            load_average_at_start=(timing["train_invocations"][-1]["load_average_at_start"]
+                                   if timing.get("train_invocations") else None),
+            last_logged=last_scalars(logdir),
+            date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            machine=dict(cpus=os.cpu_count(), platform=platform.platform(),
+                         python=platform.python_version(), tensorflow=tf.__version__))
+        os.makedirs(self.results_dir, exist_ok=True)
+        write_atomically(result_path, json.dumps(result, indent=1))
+        miou = ", ".join(f"{split} {100 * e['miou']:.2f}" for split, e in evals.items())
+        self.log(f"{run.name}: mIoU {miou}")
+        return result
+
+    def _train(self, run, logdir, timing, timing_path):
+        """Trains (or resumes) the run unless its last checkpoint is at the final
+        step; records the wall time of each train.py invocation, failed ones
+        included, in ``<run>/timing.json``; returns the final checkpoint."""
+        import tensorflow as tf
+
+        steps = run.arm.steps
+        latest = tf.train.latest_checkpoint(logdir) if os.path.isdir(logdir) else None
+        if latest and int(latest.rsplit("-", 1)[-1]) >= steps:
+            self.log(f"{run.name}: trained ({os.path.basename(latest)})")
+            return latest
+        if latest:
+            self.log(f"{run.name}: resuming from {os.path.basename(latest)}")
+        args = self.train_command(run)
+        load = os.getloadavg()[0]
+        failure = None
+        try:
+            seconds = self.command(args, f"{run.name}.train.log", self.threads_per_run)
+        except CommandFailed as error:
+            failure, seconds = error, error.seconds
+        os.makedirs(logdir, exist_ok=True)
+        timing["train"] = timing.get("train", 0.0) + seconds
+        timing.setdefault("train_invocations", []).append(
+            dict(seconds=round(seconds, 1), load_average_at_start=round(load, 2),
+                 parallel=self.parallel, threads=self.threads_per_run,
+                 resumed_from=os.path.basename(latest) if latest else None,
+                 failed=failure is not None,
+                 ended=datetime.datetime.now().astimezone().isoformat(timespec="seconds")))
+        timing["train_command"] = " ".join(args)
+        timing["extra_train_flags"] = list(self.extra_train_flags)
+        write_atomically(timing_path, json.dumps(timing, indent=1))
+        if failure is not None:
+            raise failure
+        latest = tf.train.latest_checkpoint(logdir)
+        if latest is None or int(latest.rsplit("-", 1)[-1]) < steps:
+            raise RuntimeError(f"{run.name}: train.py ended without a checkpoint at step "
+                               f"{steps} in {logdir}")
+        return latest
+
+    def train_command(self, run):
+        return train_command(run, self.work_dir, self.records_dir, self.extra_train_flags,
+                             self.spec.save_interval_steps)
+
+    def per_image_path(self, run, split):
+        """``(absolute path, path relative to the results dir)`` of a run's
+        per-image confusion matrices on ``split``."""
+        relative = os.path.join(PER_IMAGE_DIR, f"{run.name}.{split}.npz")
+        return os.path.join(self.results_dir, relative), relative
+
+    def eval_command(self, run, split):
+        logdir = run_dir(self.work_dir, run)
+        return ["eval.py", f"--checkpoint_dir={logdir}", f"--eval_split={split}",
+                f"--dataset_dir={self.records_dir}",
+                f"--output_json={logdir}/eval_{split}.json",
+                f"--per_image_confusion={self.per_image_path(run, split)[0]}",
+                *self.spec.eval_flags]
+
+    def curve_command(self, run, split, checkpoints):
+        logdir = run_dir(self.work_dir, run)
+        return ["eval.py", f"--checkpoint_dir={logdir}",
+                f"--checkpoint_path={','.join(checkpoints)}", f"--eval_split={split}",
+                f"--dataset_dir={self.records_dir}",
+                f"--output_json={os.path.join(logdir, CURVE_DIR)}/eval_{split}_{{step}}.json",
+                *self.spec.eval_flags]
+
+    def _evaluate(self, run, logdir, latest, previous, seconds):
+        """Evaluates the final checkpoint on every eval split (per-image confusion
+        matrices included) unless done; returns ``{split: entry}``, the previous
+        result's entries of other splits kept."""
+        evals = {k: v for k, v in previous.get("eval", {}).items()
+                 if v.get("checkpoint") == latest}
+        for split in self.eval_splits:
+            path = os.path.join(logdir, f"eval_{split}.json")
+            per_image, relative = self.per_image_path(run, split)
+            evaluated = read_json(path)
+            if (evaluated is None or evaluated.get("evaluated") != latest
+                    or evaluated.get("per_image_confusion") != per_image
+                    or not os.path.exists(per_image)):
+                seconds[f"eval_{split}"] = self.command(
+                    self.eval_command(run, split), f"{run.name}.eval.log", self.threads_per_run)
+                evaluated = read_json(path)
+            evals[split] = dict(miou=evaluated["miou"], per_class_iou=evaluated["per_class_iou"],
+                                pixel_accuracy=evaluated["pixel_accuracy"], checkpoint=latest,
+                                eval_crop_size=evaluated.get("eval_crop_size"),
+                                per_image_confusion=relative)
+        return evals
+
+    def _curve(self, run, logdir, evals, previous, seconds):
+        """Evaluates every kept checkpoint before the final step on every eval
+        split (one eval.py per split, skipping those already evaluated);
+        returns ``[{"step", "miou": {split: fraction}}, ...]`` with the final
+        evaluation as the last point, merged with the previous result's points
+        (None for an arm without a curve)."""
+        if not run.arm.curve_every_steps:
+            return None
+        from core.training import kept_checkpoints
+
+        steps = run.arm.steps
+        kept = {step: path for step, path in kept_checkpoints(logdir).items() if step < steps}
+        expected = (steps - 1) // run.arm.curve_every_steps
+        if len(kept) < expected:
+            self.log(f"{run.name}: {len(kept)} of {expected} kept checkpoints for the curve "
+                     f"in {logdir}/kept (trained before curve_every_steps was set?)")
+        points = {p["step"]: dict(p["miou"]) for p in previous.get("curve") or []
+                  if p["step"] < steps}
+        curve_dir = os.path.join(logdir, CURVE_DIR)
+        for split in self.eval_splits:
+            pending = [path for step, path in kept.items()
+                       if not _curve_result(curve_dir, split, step)]
+            if pending:
+                seconds[f"curve_{split}"] = seconds.get(f"curve_{split}", 0.0) + self.command(
+                    self.curve_command(run, split, pending), f"{run.name}.curve.log",
+                    self.threads_per_run)
+            for step in kept:
+                evaluated = _curve_result(curve_dir, split, step)
+                if evaluated is None:
+                    raise RuntimeError(f"{run.name}: eval.py wrote no curve result for step "
+                                       f"{step} on {split} in {curve_dir}")
+                points.setdefault(step, {})[split] = evaluated["miou"]
+        points[steps] = {split: e["miou"] for split, e in evals.items()}
+        return [dict(step=step, miou=miou) for step, miou in sorted(points.items())]
+
+    def _report(self, run, logdir, latest, previous, seconds):
+        """The pseudo-label report of the runs the spec's ``report`` names."""
+        report = previous.get("pseudo_label_report")
+        if report and report.get("checkpoint") != latest:
+            report = None
+        if (run.arm.id, run.seed) not in self.spec.report:
+            return report
+        report_dir = os.path.join(logdir, "pseudo_label_report")
+        path = os.path.join(report_dir, f"{run.unlabeled_split}.json")
+        full = read_json(path)
+        if full is None or full.get("checkpoint") != latest:
+            seconds["report"] = self.command(
+                ["-m", "wss.pseudo_label_report", f"--checkpoint_dir={logdir}",
+                 f"--dataset_dir={self.records_dir}", f"--split={run.unlabeled_split}",
+                 f"--output_dir={report_dir}", f"--output_json={path}",
+                 *self.extra_report_flags], f"{run.name}.report.log", self.threads_per_run)
+            full = read_json(path)
+        if full is None:
+            return report
+        return dict(split=full["split"], checkpoint=full["checkpoint"],
+                    num_images=full["num_images"], cam_labels=full["cam_labels"],
+                    temperature=full["settings"]["temperature"],
+                    reliability_diagram=full.get("reliability_diagram"),
+                    sources={name: {k: s[k] for k in (
+                        "miou", "per_class_iou", "pixel_accuracy", "ece", "ece_sharpened",
+                        "mean_confidence", "mean_confidence_sharpened", "num_pixels")}
+                        for name, s in full["sources"].items()})
+
+    def commands(self, run):
+        """The commands of a run (for --dry_run)."""
+        logdir = run_dir(self.work_dir, run)
+        commands = [self.train_command(run)]
+        commands += [self.eval_command(run, split) for split in self.eval_splits]
+        if run.arm.curve_every_steps:
+            every, steps = run.arm.curve_every_steps, run.arm.steps
+            kept = [os.path.join(logdir, "kept", f"ckpt-{step}")
+                    for step in range(every, steps, every)]
+            commands += [self.curve_command(run, split, kept) for split in self.eval_splits]
+        if (run.arm.id, run.seed) in self.spec.report:
+            commands.append(["-m", "wss.pseudo_label_report", f"--checkpoint_dir={logdir}",
+                             f"--dataset_dir={self.records_dir}",
+                             f"--split={run.unlabeled_split}", *self.extra_report_flags])
+        return commands
+
+    def execute_all(self, runs):
+        """Runs ``runs`` with ``parallel`` workers (PseudoSeg runs first, the longest);
+        returns the names of the failed runs."""
+        failed = []
+
+        def execute(run):
+            try:
+                self.execute(run)
+            except (RuntimeError, OSError, ValueError, KeyError) as error:
+                self.log(f"{run.name} failed: {error!r}")
+                with self._lock:
+                    failed.append(run.name)
+
+        run_side_by_side(sorted(runs, key=lambda r: r.arm.mode != "pseudoseg"),
+                         self.parallel, execute)
+        return failed
+
+
+def _curve_result(curve_dir, split, step):
+    """The evaluation of the kept checkpoint of ``step`` on ``split``, or None."""
+    evaluated = read_json(os.path.join(curve_dir, f"eval_{split}_{step}.json"))
+    return evaluated if evaluated and evaluated.get("step") == step else None
+
+
+def run_side_by_side(items, parallel, function):
+    """Calls ``function(item)`` for every item, ``parallel`` at a time (worker
+    threads taking the items in order); returns when all have returned."""
+    jobs = queue.Queue()
+    for item in items:
+        jobs.put(item)
+
+    def worker():
+        while True:
+            try:
+                item = jobs.get_nowait()
+            except queue.Empty:
+                return
+            function(item)
+
+    threads = [threading.Thread(target=worker) for _ in range(max(1, parallel))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def record_invocation(work_dir, record):
+    """Appends ``record`` to ``<work_dir>/invocations.json`` (a list)."""
+    path = os.path.join(work_dir, INVOCATIONS)
+    write_atomically(path, json.dumps((read_json(path) or []) + [record], indent=1))
+
+
+def resize_split(source_dir, target_dir, split, scale):
+    """Writes ``target_dir/{images,labels}/<split>/<id>.png`` and ``<split>.txt`` at ``scale``:
+    images bilinear (Pillow widens its support when shrinking: antialiased), masks nearest."""
+    import numpy as np
+    from PIL import Image
+
+    from datasets import conversion, image_io
+
+    ids = conversion.read_id_list(os.path.join(source_dir, f"{split}.txt"))
+    image_out = os.path.join(target_dir, "images", split)
+    label_out = os.path.join(target_dir, "labels", split)
+    os.makedirs(image_out, exist_ok=True)
+    os.makedirs(label_out, exist_ok=True)
+    for image_id in ids:
+        image_path = image_io.find_file(os.path.join(source_dir, "images", split), image_id,
+                                        (".jpg", ".jpeg", ".png"))
+        image = Image.open(image_path).convert("RGB")
+        mask = Image.open(os.path.join(source_dir, "labels", split, f"{image_id}.png"))
+        if mask.mode not in ("L", "P"):
+            raise ValueError(f"{image_id}: mask mode {mask.mode}, expected single channel")
+        size = (round(image.width * scale), round(image.height * scale))
+        for picture, path in ((image.resize(size, Image.BILINEAR),
+                               os.path.join(image_out, f"{image_id}.png")),
+                              (Image.fromarray(np.asarray(mask)).resize(size, Image.NEAREST),
+                               os.path.join(label_out, f"{image_id}.png"))):
+            picture.save(path + ".tmp.png")
+            os.replace(path + ".tmp.png", path)
+    conversion.write_id_list(os.path.join(target_dir, f"{split}.txt"), ids)  # last: the marker
+    return len(ids)
+
+
+def last_scalars(logdir):
+    """The last logged value of every ``train/*`` scalar of a run."""
+    import tensorflow as tf
+
+    values = {}
+    for path in sorted(glob.glob(os.path.join(logdir, "train", "events.*"))):
+        try:
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for value in event.summary.value:
+                    if value.tag.startswith("train/"):
+                        step, _ = values.get(value.tag[6:], (-1, None))
+                        if event.step >= step:
+                            values[value.tag[6:]] = (
+                                event.step, float(tf.make_ndarray(value.tensor)))
+        except Exception:  # pylint: disable=broad-except  # a truncated event file
+            continue
+    return {name: value for name, (_, value) in values.items()}
