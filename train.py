@@ -74,8 +74,10 @@ flags.DEFINE_float("classification_loss_weight", 1.0,
                    "Supervised mode: weight of the classification-head loss L_x (0 trains "
                    "segmentation only).")
 flags.DEFINE_boolean("fine_tune_batch_norm", True,
-                     "Train batch norm (batch statistics); false freezes it (moving "
-                     "statistics, small batches).")
+                     "Batch norm normalises with batch statistics in training and updates its "
+                     "moving statistics; false: moving statistics in training too, never "
+                     "updated, gamma and beta still trained (DeepLab's advice below a batch "
+                     "of 12).")
 flags.DEFINE_boolean("upsample_logits", True,
                      "L_s on logits upsampled to the crop (else labels downsampled).")
 flags.DEFINE_float("last_layer_gradient_multiplier", 1.0,

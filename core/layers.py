@@ -24,6 +24,33 @@ def keras_name(scope: str) -> str:
     return scope.replace("/", ".")
 
 
+@keras.saving.register_keras_serializable(package="deeplab")
+class DeepLabBatchNorm(keras.layers.BatchNormalization):
+    """Batch norm with DeepLab's ``fine_tune_batch_norm`` switch.
+
+    Training mode normalises with the batch's moments, inference mode with the
+    moving statistics (y = gamma (x - mu) / sqrt(sigma^2 + eps) + beta). With
+    ``use_moving_statistics`` the layer normalises with the moving statistics
+    in both modes and never updates them, while gamma and beta stay trainable:
+    what DeepLab's ``fine_tune_batch_norm=False`` does (slim's ``batch_norm``
+    with ``is_training=False`` still creates trainable gamma and beta, and
+    DeepLab's train.py trains every trainable variable). Keras's
+    ``trainable=False`` would freeze gamma and beta as well.
+    """
+
+    def __init__(self, *args, use_moving_statistics: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.use_moving_statistics = use_moving_statistics
+
+    def call(self, inputs, training=None, mask=None):
+        if self.use_moving_statistics:
+            training = False
+        return super().call(inputs, training=training, mask=mask)
+
+    def get_config(self):
+        return {**super().get_config(), "use_moving_statistics": self.use_moving_statistics}
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchNormConfig:
     """Batch-norm settings of one part of the network (DeepLab's values differ by part)."""
@@ -40,8 +67,8 @@ class BatchNormConfig:
                    decay=defaults["decay"] if decay is None else decay,
                    synchronized=synchronized)
 
-    def layer(self, scope: str) -> keras.layers.BatchNormalization:
-        return keras.layers.BatchNormalization(
+    def layer(self, scope: str) -> DeepLabBatchNorm:
+        return DeepLabBatchNorm(
             momentum=self.decay,
             epsilon=self.epsilon,
             synchronized=self.synchronized,

@@ -48,11 +48,23 @@ def last_layer_scopes(network, logits_only: bool) -> tuple[str, ...]:
 
 
 def freeze_batch_norm(model: keras.Model):
-    """DeepLab's ``fine_tune_batch_norm=False``: BN layers use moving statistics
-    and their parameters are not trained."""
+    """DeepLab's ``fine_tune_batch_norm=False``: every batch norm of ``model``
+    normalises with its moving statistics in training too and never updates
+    them; gamma and beta are still trained, as in DeepLab (see
+    ``core.layers.DeepLabBatchNorm``). Small batches (DeepLab: below 12) give
+    batch moments too noisy to train on.
+
+    Raises TypeError for a batch norm that is not a ``DeepLabBatchNorm``
+    (a plain Keras one cannot keep gamma and beta trainable while frozen).
+    """
+    from core.layers import DeepLabBatchNorm
+
     for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.trainable = False
+        if isinstance(layer, DeepLabBatchNorm):
+            layer.use_moving_statistics = True
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            raise TypeError(f"freeze_batch_norm: layer {layer.name!r} is a "
+                            f"{type(layer).__name__}, not core.layers.DeepLabBatchNorm")
 
 
 class SegmentationTrainer(keras.Model):

@@ -89,14 +89,49 @@ def test_weight_decay_covers_conv_kernels_but_not_depthwise_bias_or_batch_norm()
         rtol=1e-5)
 
 
-def test_frozen_batch_norm_keeps_moving_statistics():
+def test_frozen_batch_norm_uses_moving_statistics_and_trains_gamma_and_beta():
+    """DeepLab's fine_tune_batch_norm=False: moving statistics in training mode,
+    never updated; gamma and beta still trained (slim's batch norm variables
+    are trainable whatever is_training)."""
     network = build_model("mobilenet_v2", NUM_CLASSES, use_dropout=False)
     freeze_batch_norm(network)
     trainer = SupervisedSegmenter(network, NUM_CLASSES, 255)
     trainer.compile(optimizer=keras.optimizers.SGD(0.05))
     trainer.prepare(np.zeros((1, 33, 33, 3), np.float32))
     bn = network.get_layer("MobilenetV2.Conv.BatchNorm")
+    rng = np.random.default_rng(3)
+    bn.moving_mean.assign(rng.normal(size=bn.moving_mean.shape).astype(np.float32))
+    bn.moving_variance.assign(rng.uniform(0.5, 2, bn.moving_variance.shape).astype(np.float32))
     mean_before = bn.moving_mean.numpy().copy()
-    assert all(v is not bn.gamma for v in trainer.trainable_variables)
-    trainer.train_step(_batch(3))
+    variance_before = bn.moving_variance.numpy().copy()
+    norms = [layer for layer in network._flatten_layers(include_self=False)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    gammas_before = [layer.gamma.numpy().copy() for layer in norms]
+    assert any(v is bn.gamma for v in trainer.trainable_variables)
+    assert any(v is bn.beta for v in trainer.trainable_variables)
+
+    x = rng.normal(size=(2, 5, 5, bn.gamma.shape[0])).astype(np.float32)
+    expected = (bn.gamma.numpy() * (x - mean_before) / np.sqrt(variance_before + bn.epsilon)
+                + bn.beta.numpy())
+    np.testing.assert_allclose(bn(x, training=True).numpy(), expected, rtol=1e-4, atol=1e-4)
+
+    for step in range(3):  # the first step only moves the logits (the network starts at 0)
+        trainer.train_step(_batch(step))
     np.testing.assert_array_equal(bn.moving_mean.numpy(), mean_before)
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), variance_before)
+    changed = [np.abs(layer.gamma.numpy() - before).max() > 0
+               for layer, before in zip(norms, gammas_before)]
+    # Updates below float32 resolution at gamma = 1 leave many gammas equal; a frozen
+    # gamma (Keras trainable=False) would leave all of them equal.
+    assert sum(changed) >= 10, f"gamma changed in {sum(changed)} of {len(norms)} layers"
+
+
+def test_freeze_batch_norm_refuses_a_plain_keras_batch_norm():
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="plain_bn")(inputs))
+    try:
+        freeze_batch_norm(model)
+    except TypeError as error:
+        assert "plain_bn" in str(error)
+    else:
+        raise AssertionError("freeze_batch_norm accepted a plain BatchNormalization")
