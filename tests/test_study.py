@@ -616,6 +616,21 @@ def test_a_tiny_study_runs_end_to_end(tmp_path):
     assert missing.returncode == 1 and "--eval_splits: no records for ['nope']" in missing.stderr
 
 
+def test_eval_splits_in_the_source_folder_are_converted(tmp_path, capsys):
+    """--eval_splits=val,test converts the source's test split too (dry run: the
+    commands only), not a split the source does not have."""
+    write_source(tmp_path / "source", counts=(("train", 4), ("val", 1), ("test", 1)),
+                 size=(8, 8))
+    spec = study.load_spec(save_spec(tmp_path, base_spec(tmp_path)))
+    runner = study.Runner(spec, str(tmp_path / "work"), eval_splits=("val", "test", "other"),
+                          dry_run=True)
+    runner.prepare_data()
+    logged = capsys.readouterr().out
+    for split in ("val", "test"):
+        assert f"--list_file={tmp_path}/source/{split}.txt --split_name={split} " in logged
+    assert "--split_name=other" not in logged
+
+
 def test_demo_seeds_summary_pairs_by_seed(tmp_path):
     """benchmarks/demo_seeds.py: per-arm mean and sample std and the
     seed-paired difference, from the runs' eval_val.json (missing runs left out

@@ -80,8 +80,9 @@ resumes, and a re-run invocation skips finished runs and evaluations):
    class covered, deterministic for the seed) and writes the rest as its
    unlabeled list, for every draw.
 3. Records: ``datasets/build_folder.py`` converts the training split (with the
-   classes of each mask as image-level labels), every partition list and the
-   other source splits into ``<work_dir>/records``.
+   classes of each mask as image-level labels), every partition list, the
+   ``eval_source_splits`` and any split of ``--eval_splits`` the source folder
+   has (e.g. ``--eval_splits=val,test``) into ``<work_dir>/records``.
 4. Runs: ``train.py --flagfile=<arm's flagfile> --train_logdir=<work_dir>/runs/<run>
    --dataset_dir=<work_dir>/records --seed=<seed> --train_split=<labeled split>
    [--train_split_cls=<unlabeled split>] [--keep_checkpoint_steps=N]

@@ -85,6 +85,18 @@ class Runner:
 
     # data ---------------------------------------------------------------------------
 
+    def source_eval_splits(self):
+        """The spec's ``eval_source_splits`` and every split of ``--eval_splits`` the
+        source folder has (``<split>.txt``) but the records do not, e.g. a test
+        split evaluated by a later invocation."""
+        splits = list(self.spec.dataset.eval_source_splits)
+        for split in self.eval_splits:
+            if (split not in splits and split != self.spec.dataset.train_split
+                    and not self.has_records(split)
+                    and os.path.exists(os.path.join(self.source_dir, f"{split}.txt"))):
+                splits.append(split)
+        return splits
+
     def prepare_data(self):
         """Source copy, partition lists and records, each skipped when present."""
         for path in (self.records_dir, self.logs_dir, os.path.join(self.work_dir, "splits")):
@@ -103,13 +115,13 @@ class Runner:
         self._convert(source, dataset.train_split,
                       {dataset.train_split: os.path.join(source, f"{dataset.train_split}.txt"),
                        **lists}, class_labels=True)
-        for split in dataset.eval_source_splits:
+        for split in self.source_eval_splits():
             self._convert(source, split, {split: os.path.join(source, f"{split}.txt")},
                           class_labels=False)
 
     def _resized_source(self):
         target = os.path.join(self.work_dir, "source")
-        for split in (self.spec.dataset.train_split, *self.spec.dataset.eval_source_splits):
+        for split in (self.spec.dataset.train_split, *self.source_eval_splits()):
             if os.path.exists(os.path.join(target, f"{split}.txt")):
                 continue
             self.log(f"resizing {self.source_dir} {split} by {self.spec.dataset.scale} "
