@@ -631,6 +631,32 @@ def test_eval_splits_in_the_source_folder_are_converted(tmp_path, capsys):
     assert "--split_name=other" not in logged
 
 
+def test_a_run_another_process_is_at_work_on_is_left_alone(tmp_path):
+    """runs/<run>.lock, held by a runner and the commands it starts: a second runner
+    (or one started while a killed runner's train.py still runs) does not touch the run."""
+    import fcntl
+
+    spec = study.load_spec(save_spec(tmp_path, base_spec(tmp_path)))
+    run = study.plan_runs(spec, ["S"], [0])[0]
+    runner = study.Runner(spec, str(tmp_path / "work"))
+    (tmp_path / "work" / "runs").mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+         "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+         str(tmp_path / "work" / "runs" / "S_seed0.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(study.RunLocked, match="S_seed0: another process holds"):
+            runner.execute(run)
+        assert runner.execute_all([run]) == ["S_seed0"]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "work" / "runs" / "S_seed0").exists()  # nothing was started
+    with open(tmp_path / "work" / "runs" / "S_seed0.lock") as lock:  # released
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 def test_demo_seeds_summary_pairs_by_seed(tmp_path):
     """benchmarks/demo_seeds.py: per-arm mean and sample std and the
     seed-paired difference, from the runs' eval_val.json (missing runs left out

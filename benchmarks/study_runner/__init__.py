@@ -87,7 +87,10 @@ resumes, and a re-run invocation skips finished runs and evaluations):
    --dataset_dir=<work_dir>/records --seed=<seed> --train_split=<labeled split>
    [--train_split_cls=<unlabeled split>] [--keep_checkpoint_steps=N]
    [--save_interval_steps=M]``; a run with a checkpoint short of its final
-   step resumes from it (nothing of a run is ever deleted). Then ``eval.py``
+   step resumes from it (nothing of a run is ever deleted). The runner and
+   its commands hold ``runs/<run>.lock`` (``flock``) while at work on a run,
+   so another invocation, or one started while a killed runner's train.py
+   still runs, leaves the run alone and reports it as failed. Then ``eval.py``
    of the final checkpoint on every split of ``--eval_splits``, writing the
    per-image confusion matrices to ``results/per_image/<run>.<split>.npz``;
    the kept checkpoints (one ``eval.py`` per split for all of them); and, for
@@ -111,7 +114,8 @@ resumes, and a re-run invocation skips finished runs and evaluations):
 """
 
 from benchmarks.study_runner.common import REPO, read_json, write_atomically
-from benchmarks.study_runner.execution import Runner, record_invocation, run_side_by_side
+from benchmarks.study_runner.execution import (RunLocked, Runner, record_invocation,
+                                               run_side_by_side)
 from benchmarks.study_runner.planning import Run, plan_runs, train_command
 from benchmarks.study_runner.rendering import learning_curves_figure, markdown, write_summary
 from benchmarks.study_runner.spec import (ALL, ArmSpec, DatasetSpec, PartitionSpec, Spec,

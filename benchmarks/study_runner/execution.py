@@ -8,6 +8,7 @@ Also the worker pool ``run_side_by_side`` (used by ``benchmarks/demo_seeds.py``)
 from __future__ import annotations
 
 import datetime
+import fcntl
 import glob
 import json
 import os
@@ -24,6 +25,11 @@ from benchmarks.study_runner.rendering import INVOCATIONS
 
 PER_IMAGE_DIR = "per_image"  # results/per_image/<run>.<split>.npz
 CURVE_DIR = "curve"  # runs/<run>/curve/eval_<split>_<step>.json
+
+
+class RunLocked(RuntimeError):
+    """Another process (a runner, or a command a killed runner left behind) is at
+    work on the run."""
 
 
 class CommandFailed(RuntimeError):
@@ -55,6 +61,7 @@ class Runner:
         self.threads_per_run = threads_per_run or max(1, cpus // parallel)
         self.dry_run = dry_run
         self._lock = threading.Lock()
+        self._held = threading.local()  # the run lock of this worker thread
 
     def log(self, message):
         with self._lock:
@@ -75,8 +82,11 @@ class Runner:
         with open(log_path, "a") as out:
             out.write(f"\n$ {' '.join(args)}\n")
             out.flush()
+            # The command inherits the run's lock: held until it ends, even if the
+            # runner is killed first.
+            held = getattr(self._held, "fd", None)
             result = subprocess.run(args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                    env=env)
+                                    env=env, pass_fds=() if held is None else (held,))
         seconds = time.monotonic() - start
         if result.returncode:
             raise CommandFailed(f"{' '.join(args[1:3])} failed (exit {result.returncode}) "
@@ -190,6 +200,22 @@ class Runner:
             for args in self.commands(run):
                 self.log(f"$ {' '.join(args)}")
             return None
+        os.makedirs(os.path.join(self.work_dir, "runs"), exist_ok=True)
+        lock_path = run_dir(self.work_dir, run) + ".lock"
+        with open(lock_path, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunLocked(f"{run.name}: another process holds {lock_path} (a runner, or "
+                                f"a train.py or eval.py of a killed one, is at work on this "
+                                f"run); left alone") from None
+            self._held.fd = lock.fileno()
+            try:
+                return self._execute(run)
+            finally:
+                self._held.fd = None
+
+    def _execute(self, run):
         logdir = run_dir(self.work_dir, run)
         result_path = os.path.join(self.results_dir, f"{run.name}.json")
         previous = read_json(result_path) or {}
