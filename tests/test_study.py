@@ -5,10 +5,12 @@ resumes."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -502,12 +504,13 @@ def write_source(root, counts=(("train", 8), ("val", 2)), size=(40, 40), num_cla
         (root / f"{split}.txt").write_text("\n".join(ids) + "\n")
 
 
-def test_a_tiny_study_runs_end_to_end(tmp_path):
-    """Data, splits, two runs side by side (supervised and PseudoSeg, 6 steps, a
-    checkpoint every step and a kept one for the curve), killed with the runner
-    mid-training; the next invocation resumes (S) at its last checkpoint, then
-    evaluates (per-image matrices), evaluates the curve, reports and summarises;
-    a third invocation only evaluates a new split, final checkpoint and curve."""
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """A tiny study on generated images, run by benchmarks/study.py: (S), (P) and
+    (S_stab) (draw 0, training seeds 0-2, so S_stab_draw0_seed0 duplicates
+    S_seed0), two runs side by side; the first invocation is killed while (S)
+    trains, the second resumes it and finishes the study."""
+    tmp_path = tmp_path_factory.mktemp("tiny_study")
     write_source(tmp_path / "source")
     base = write_flagfile(
         tmp_path / "base.flags", "--dataset=tiny", "--model_variant=mobilenet_v2",
@@ -527,8 +530,10 @@ def test_a_tiny_study_runs_end_to_end(tmp_path):
             {"id": "P", "title": "(P)", "partition": "1/4", "seeds": [0],
              "curve_every_steps": 0,  # no curve, 2 steps: the test's time goes to (S)
              "flagfile": write_flagfile(tmp_path / "p.flags", f"--flagfile={base}",
-                                        "--mode=pseudoseg", "--training_number_of_steps=2")}],
-        "pairs": [["P", "S"]],
+                                        "--mode=pseudoseg", "--training_number_of_steps=2")},
+            {"id": "S_stab", "title": "(S) draw 0", "partition": "1/4", "seeds": [0, 1, 2],
+             "draw": 0, "flagfile": str(tmp_path / "s.flags")}],
+        "pairs": [["P", "S"], ["S_stab", "S"]],
         "report": [{"arm": "P", "seed": 0}],
         "eval_flags": ["--eval_crop_size=none"],
         "curve_every_steps": 1, "curves": ["S"], "save_interval_steps": 1,
@@ -556,6 +561,20 @@ def test_a_tiny_study_runs_end_to_end(tmp_path):
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(f"tiny study: {time.monotonic() - start:.0f} s")
+    return types.SimpleNamespace(root=tmp_path, work=work, spec_path=spec_path, env=env,
+                                 killed_at=killed_at, killed_log=(tmp_path / "killed.log")
+                                 .read_text(), done=done)
+
+
+def test_a_tiny_study_runs_end_to_end(tiny_study):
+    """Data, splits, runs side by side (supervised and PseudoSeg, 6 steps, a
+    checkpoint every step and a kept one for the curve), killed with the runner
+    mid-training; the next invocation resumes (S) at its last checkpoint, then
+    evaluates (per-image matrices), evaluates the curve, reports and summarises;
+    a third invocation only evaluates a new split, final checkpoint and curve."""
+    work, spec_path, env = tiny_study.work, tiny_study.spec_path, tiny_study.env
+    killed_at, done = tiny_study.killed_at, tiny_study.done
+    s_run = work / "runs" / "S_seed0"
     assert f"S_seed0: resuming from ckpt-{killed_at}" in done.stdout
     assert f"resumed from {s_run}/ckpt-{killed_at}; step {killed_at} of 6" in (
         work / "logs" / "S_seed0.train.log").read_text()
@@ -616,6 +635,118 @@ def test_a_tiny_study_runs_end_to_end(tmp_path):
     assert missing.returncode == 1 and "--eval_splits: no records for ['nope']" in missing.stderr
 
 
+def _trained_runs(output):
+    """The runs whose train.py the runner started, from its log lines ``$ train.py ...``."""
+    return set(re.findall(r"^\[[\d:]+\] \$ train\.py .*--train_logdir=\S*/runs/(\w+) ",
+                          output, re.M))
+
+
+def test_a_duplicate_run_is_trained_once_and_shares_its_result(tiny_study, capsys):
+    """S_stab_draw0_seed0 (draw 0, training seed 0) is S_seed0's training: it is not
+    trained (no train.py, no logdir) but gets a copy of S_seed0's result under its own
+    name, so the summary's S_stab arm has 3 seeds, seed 0 with S's mIoU, interval and
+    curve. An invocation of S_stab alone, S_seed0 done, refills it without training."""
+    work = tiny_study.work
+    assert _trained_runs(tiny_study.killed_log + tiny_study.done.stdout) == {
+        "S_seed0", "P_seed0", "S_stab_draw0_seed1", "S_stab_draw0_seed2"}
+    assert "S_stab_draw0_seed0: alias of S_seed0 (the same train.py command but for the " \
+           "logdir" in tiny_study.done.stdout
+    assert not (work / "runs" / "S_stab_draw0_seed0").exists()
+    assert not (work / "logs" / "S_stab_draw0_seed0.train.log").exists()
+    results = work / "results"
+    canonical = json.loads((results / "S_seed0.json").read_text())
+    alias = json.loads((results / "S_stab_draw0_seed0.json").read_text())
+    assert alias["alias_of"] == "S_seed0" and "alias_of" not in canonical
+    assert (alias["run"], alias["arm"], alias["seed"], alias["draw"], alias["title"]) == (
+        "S_stab_draw0_seed0", "S_stab", 0, 0, "(S) draw 0")
+    assert alias["eval"]["val"]["miou"] == canonical["eval"]["val"]["miou"]
+    assert alias["eval"]["val"]["per_image_confusion"] == "per_image/S_stab_draw0_seed0.val.npz"
+    assert (results / "per_image" / "S_stab_draw0_seed0.val.npz").read_bytes() == (
+        results / "per_image" / "S_seed0.val.npz").read_bytes()
+    assert [(p["step"], p["miou"]["val"]) for p in alias["curve"]] == [
+        (p["step"], p["miou"]["val"]) for p in canonical["curve"]]
+    summary = json.loads((work / "summary.json").read_text())
+    stab, s = summary["arms"]["S_stab"], summary["arms"]["S"]
+    assert stab["seeds"] == [0, 1, 2] and stab["splits"]["val"]["n"] == 3
+    assert stab["splits"]["val"]["miou"]["0"] == s["splits"]["val"]["miou"]["0"]
+    assert stab["splits"]["val"]["miou_ci"]["0"] == s["splits"]["val"]["miou_ci"]["0"]
+    assert stab["splits"]["val"]["miou_ci"]["0"] is not None
+    assert stab["curve"]["val"]["per_seed"]["0"] == s["curve"]["val"]["per_seed"]["0"]
+    assert len(stab["curve"]["val"]["per_seed"]) == 3
+    pair = next(p for p in summary["pairs"] if (p["a"], p["b"], p["split"]) == (
+        "S_stab", "S", "val"))
+    assert pair["seeds"] == [0] and pair["differences"] == {"0": 0.0}
+    assert pair["differences_ci"]["0"] == [0.0, 0.0]
+    assert next(r for r in summary["runs"] if r["run"] == "S_stab_draw0_seed0")[
+        "alias_of"] == "S_seed0"
+    assert "| S_stab_draw0_seed0 (= S_seed0) |" in (work / "summary.md").read_text()
+    # Another invocation: S_stab's seed 0 alone, its result gone; S_seed0 (trained) is
+    # brought up to date under its own name, nothing runs, the alias is filled again.
+    (results / "S_stab_draw0_seed0.json").unlink()
+    (results / "per_image" / "S_stab_draw0_seed0.val.npz").unlink()
+    spec = study.load_spec(tiny_study.spec_path)
+    capsys.readouterr()
+    runner = study.Runner(spec, str(work))
+    assert runner.execute_all(study.plan_runs(spec, ["S_stab"], [0])) == []
+    logged = capsys.readouterr().out
+    assert "S_seed0 is executed in this invocation, under its own name" in logged
+    assert "S_seed0: trained (ckpt-6)" in logged and "$ " not in logged  # no command at all
+    refilled = json.loads((results / "S_stab_draw0_seed0.json").read_text())
+    assert refilled["alias_of"] == "S_seed0"
+    assert refilled["eval"]["val"]["miou"] == canonical["eval"]["val"]["miou"]
+    assert (results / "per_image" / "S_stab_draw0_seed0.val.npz").exists()
+    assert not (work / "runs" / "S_stab_draw0_seed0").exists()
+
+
+def test_duplicate_runs_are_found_across_arms_and_invocations(tmp_path):
+    """Runs whose train.py commands differ only in the logdir: the later ones (in spec
+    order) are aliases of the first, also when an invocation selects only them (dry
+    run: the canonical runs are added, under their own names); the report of an
+    alias is the canonical run's; a duplicate with a result of its own keeps it."""
+    write_source(tmp_path / "source", counts=(("train", 4), ("val", 1)), size=(8, 8))
+    spec = base_spec(tmp_path, report=[{"arm": "P_stab", "seed": 0}])
+    s_flags, p_flags = spec["arms"][0]["flagfile"], spec["arms"][1]["flagfile"]
+    spec["arms"] += [
+        {"id": "S_stab", "title": "(S) draw 0", "flagfile": s_flags, "partition": "1/4",
+         "seeds": [0, 1, 2], "draw": 0},
+        {"id": "P_stab", "title": "(P) draw 0", "flagfile": p_flags, "partition": "1/4",
+         "seeds": [0], "draw": 0},
+        # Keeps checkpoints (--keep_checkpoint_steps=1): another command, not an alias.
+        {"id": "S_kept", "title": "(S) kept", "flagfile": s_flags, "partition": "1/4",
+         "seeds": [0], "draw": 0, "curve_every_steps": 1}]
+    spec_path = save_spec(tmp_path, spec)
+    spec = study.load_spec(spec_path)
+    work = tmp_path / "work"
+    runner = study.Runner(spec, str(work), dry_run=True)
+    assert {alias: canonical.name for alias, canonical in runner.canonical_of.items()} == {
+        "S_stab_draw0_seed0": "S_seed0", "P_stab_draw0_seed0": "P_seed0"}
+    assert runner.reported(runner.canonical_of["P_stab_draw0_seed0"])
+    # The command line's dry run names the aliases and the runs it adds for them.
+    dry = subprocess.run([sys.executable, "benchmarks/study.py", f"--spec={spec_path}",
+                          f"--work_dir={work}", "--arms=S_stab,P_stab,S_kept", "--dry_run"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    for alias, canonical in (("S_stab_draw0_seed0", "S_seed0"), ("P_stab_draw0_seed0", "P_seed0")):
+        assert (f"{alias}: alias of {canonical} (the same train.py command but for the logdir, "
+                f"the same eval splits): not trained, gets a copy of {canonical}'s result; "
+                f"{canonical} is executed in this invocation, under its own name") in dry.stdout
+    assert _trained_runs(dry.stdout) == {"S_seed0", "P_seed0", "S_stab_draw0_seed1",
+                                         "S_stab_draw0_seed2", "S_kept_draw0_seed0"}
+    assert f"--checkpoint_dir={work}/runs/P_seed0 --dataset_dir={work}/records " \
+           f"--split=unl_0" in dry.stdout  # P_stab's report, by P_seed0
+    assert not (work / "results").exists()
+    # A duplicate trained on its own before (a result without alias_of) stays a run.
+    (work / "results").mkdir()
+    (work / "results" / "S_stab_draw0_seed0.json").write_text(
+        json.dumps(result("S_stab", 0, 0.3)))
+    schedule = runner.schedule(study.plan_runs(spec, ["S_stab", "P_stab"]))
+    assert [r.name for r in schedule.runs] == ["S_stab_draw0_seed0", "S_stab_draw0_seed1",
+                                               "S_stab_draw0_seed2", "P_seed0"]
+    assert [(a.name, c.name) for a, c in schedule.aliases] == [("P_stab_draw0_seed0",
+                                                                 "P_seed0")]
+    assert schedule.added == ["P_seed0"] and schedule.kept == ["S_stab_draw0_seed0"]
+
+
 def test_eval_splits_in_the_source_folder_are_converted(tmp_path, capsys):
     """--eval_splits=val,test converts the source's test split too (dry run: the
     commands only), not a split the source does not have."""
@@ -636,7 +767,10 @@ def test_a_run_another_process_is_at_work_on_is_left_alone(tmp_path):
     (or one started while a killed runner's train.py still runs) does not touch the run."""
     import fcntl
 
-    spec = study.load_spec(save_spec(tmp_path, base_spec(tmp_path)))
+    spec = base_spec(tmp_path)
+    spec["arms"].append({"id": "S_stab", "title": "(S) draw 0", "partition": "1/4",
+                         "seeds": [0], "draw": 0, "flagfile": spec["arms"][0]["flagfile"]})
+    spec = study.load_spec(save_spec(tmp_path, spec))
     run = study.plan_runs(spec, ["S"], [0])[0]
     runner = study.Runner(spec, str(tmp_path / "work"))
     (tmp_path / "work" / "runs").mkdir(parents=True)
@@ -649,6 +783,9 @@ def test_a_run_another_process_is_at_work_on_is_left_alone(tmp_path):
         with pytest.raises(study.RunLocked, match="S_seed0: another process holds"):
             runner.execute(run)
         assert runner.execute_all([run]) == ["S_seed0"]
+        # Its alias (S_stab_draw0_seed0 is the same training) fails with it.
+        assert runner.execute_all(study.plan_runs(spec, ["S_stab"])) == [
+            "S_seed0", "S_stab_draw0_seed0"]
     finally:
         holder.kill()
         holder.wait()

@@ -9,10 +9,10 @@ One module per job:
 
 * ``spec``: reads and validates the spec (``load_spec``; errors name the file
   and field) and the arms' ``train.py`` flagfiles.
-* ``planning``: the runs (arm x seed, their splits and names) and their
-  ``train.py`` commands.
+* ``planning``: the runs (arm x seed, their splits and names), their
+  ``train.py`` commands and the duplicates among them.
 * ``execution``: the ``Runner`` (data, training, evaluation, curves, report,
-  result files) and the worker pool ``run_side_by_side``.
+  result files, aliases) and the worker pool ``run_side_by_side``.
 * ``summarizing``: statistics over the result files (mean and std over seeds,
   seed-paired differences, bootstrap intervals over images, curves).
 * ``rendering``: ``summary.json``, ``summary.md`` and ``learning_curves.png``.
@@ -70,6 +70,9 @@ For example, stability runs on one fixed labeled draw next to the main arms:
        "flagfile": "configs/msrc/s_supervised_1_4.flags", "partition": "1/4",
        "seeds": [0, 1, 2]}, ...]
 
+Here ``S_stab_draw0_seed0`` is the very training of ``S_seed0`` (draw 0,
+training seed 0): it is trained once (see "Duplicate runs" below).
+
 The runner, each step skipped when its output exists (so an interrupted study
 resumes, and a re-run invocation skips finished runs and evaluations):
 
@@ -107,6 +110,31 @@ resumes, and a re-run invocation skips finished runs and evaluations):
    other sessions or machines sharing, or copying in, ``results/``) merge
    into one summary. Each invocation's wall time is appended to
    ``<work_dir>/invocations.json``.
+
+Duplicate runs. Two runs whose ``train.py`` commands are identical but for
+``--train_logdir`` (same flagfile, splits, training seed, extra flags, kept
+and saved checkpoints), evaluated on the same splits with the same
+``eval_flags``, are one training: among all the runs of the spec (not only
+those of the invocation), the first in spec order (the run of the arm listed
+first) is the canonical run, the others its aliases. An alias is never
+trained or evaluated (no ``runs/<alias>/``): once its canonical run is
+executed, it gets ``results/<alias>.json``, a copy of the canonical run's
+result (eval, curve, wall times, pseudo-label report) with its own ``run``,
+``arm``, ``seed``, ``draw``, ``title``, ``partition`` and ``"alias_of":
+"<canonical>"``, and copies of its per-image confusion matrices
+(``results/per_image/<alias>.<split>.npz``); the summary treats it as a run
+of its own arm (statistics, pairs, intervals, curves) and marks it in the
+runs table. When an invocation selects an alias but not its canonical run
+(e.g. ``--arms=S_stab`` alone), the canonical run is executed as part of it,
+under its own name: trained (or resumed) if it has not been, otherwise only
+brought up to date (new eval splits), so an existing result is reused
+without training. An alias's result is written by the invocations that
+select the alias (one of the canonical run alone leaves it as it was). The
+canonical run does the pseudo-label report when
+``report`` names it or one of its aliases. ``--dry_run`` prints the aliases
+and the canonical runs added for them; ``invocations.json`` records them. A
+duplicate that already has a result of its own (no ``alias_of``: trained by
+a runner before duplicates were detected) stays a run of its own.
 
 ``--parallel=N`` runs N runs side by side, each with ``TF_NUM_INTRAOP_THREADS``
 (and ``OMP_NUM_THREADS``) set to the CPU count / N. Logs go to

@@ -98,12 +98,15 @@ def main(argv):
         runner.log(f"data ready in {runner.records_dir}")
         return
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    failed = runner.execute_all(runs)
+    schedule = runner.schedule(runs)
+    failed = runner.execute_all(runs, schedule)
     if FLAGS.dry_run:
         return
     record_invocation(work_dir, dict(
         started=started, minutes=(time.monotonic() - start) / 60,
         runs=[r.name for r in runs], parallel=FLAGS.parallel,
+        aliases={alias.name: canonical.name for alias, canonical in schedule.aliases},
+        added_for_aliases=schedule.added,
         threads_per_run=runner.threads_per_run, eval_splits=list(FLAGS.eval_splits),
         extra_train_flags=list(FLAGS.extra_train_flags), failed=failed,
         load_average_at_end=round(os.getloadavg()[0], 2)))

@@ -2,11 +2,14 @@
 data preparation (source copy, partition lists, records), training (resumed
 from the run's last checkpoint), evaluation of the final checkpoint (with
 per-image confusion matrices) and of the kept checkpoints (learning curve),
-the pseudo-label report, and the run's result file ``results/<run>.json``.
+the pseudo-label report, and the run's result file ``results/<run>.json``;
+a run whose training duplicates an earlier run's (``Runner.schedule``) gets
+a copy of that run's result instead (``Runner.fill_alias``).
 Also the worker pool ``run_side_by_side`` (used by ``benchmarks/demo_seeds.py``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import fcntl
 import glob
@@ -14,13 +17,15 @@ import json
 import os
 import platform
 import queue
+import shutil
 import subprocess
 import sys
 import threading
 import time
 
 from benchmarks.study_runner.common import REPO, read_json, write_atomically
-from benchmarks.study_runner.planning import run_dir, train_command
+from benchmarks.study_runner.planning import (find_duplicates, plan_runs, run_dir,
+                                              train_command, train_command_without_logdir)
 from benchmarks.study_runner.rendering import INVOCATIONS
 
 PER_IMAGE_DIR = "per_image"  # results/per_image/<run>.<split>.npz
@@ -38,6 +43,20 @@ class CommandFailed(RuntimeError):
     def __init__(self, message, seconds):
         super().__init__(message)
         self.seconds = seconds
+
+
+@dataclasses.dataclass
+class Schedule:
+    """What an invocation does with its runs: ``runs`` are executed (trained unless
+    trained, evaluated, ...), in order; each ``(alias, canonical)`` of ``aliases``
+    then gets a copy of the canonical run's result. ``added`` names the canonical
+    runs that are in ``runs`` only for their aliases (not selected by
+    ``--arms``/``--seeds``); ``kept`` the duplicates executed as runs of their own
+    because they have a result of their own."""
+    runs: list
+    aliases: list
+    added: list
+    kept: list
 
 
 class Runner:
@@ -62,6 +81,14 @@ class Runner:
         self.dry_run = dry_run
         self._lock = threading.Lock()
         self._held = threading.local()  # the run lock of this worker thread
+        # Duplicates among every run of the spec (not only this invocation's), so
+        # that an invocation of a duplicate's arm alone finds its canonical run.
+        every_run = plan_runs(spec)
+        self.canonical_of = find_duplicates(every_run, self.training_identity)
+        self.aliases_of = {}  # canonical run name -> [its duplicate Runs]
+        for run in every_run:
+            if run.name in self.canonical_of:
+                self.aliases_of.setdefault(self.canonical_of[run.name].name, []).append(run)
 
     def log(self, message):
         with self._lock:
@@ -294,6 +321,15 @@ class Runner:
         return train_command(run, self.work_dir, self.records_dir, self.extra_train_flags,
                              self.spec.save_interval_steps)
 
+    def training_identity(self, run):
+        """All a run's result depends on: its ``train.py`` arguments but the logdir,
+        the eval splits and the ``eval.py`` flags (the last two are the same for
+        every run of an invocation)."""
+        return (train_command_without_logdir(run, self.work_dir, self.records_dir,
+                                             self.extra_train_flags,
+                                             self.spec.save_interval_steps),
+                self.eval_splits, self.spec.eval_flags)
+
     def per_image_path(self, run, split):
         """``(absolute path, path relative to the results dir)`` of a run's
         per-image confusion matrices on ``split``."""
@@ -378,7 +414,7 @@ class Runner:
         report = previous.get("pseudo_label_report")
         if report and report.get("checkpoint") != latest:
             report = None
-        if (run.arm.id, run.seed) not in self.spec.report:
+        if not self.reported(run):
             return report
         report_dir = os.path.join(logdir, "pseudo_label_report")
         path = os.path.join(report_dir, f"{run.unlabeled_split}.json")
@@ -401,6 +437,12 @@ class Runner:
                         "mean_confidence", "mean_confidence_sharpened", "num_pixels")}
                         for name, s in full["sources"].items()})
 
+    def reported(self, run):
+        """Whether the spec's ``report`` names the run or one of its aliases (whose
+        result is a copy of the run's)."""
+        return any((r.arm.id, r.seed) in self.spec.report
+                   for r in (run, *self.aliases_of.get(run.name, ())))
+
     def commands(self, run):
         """The commands of a run (for --dry_run)."""
         logdir = run_dir(self.work_dir, run)
@@ -411,15 +453,56 @@ class Runner:
             kept = [os.path.join(logdir, "kept", f"ckpt-{step}")
                     for step in range(every, steps, every)]
             commands += [self.curve_command(run, split, kept) for split in self.eval_splits]
-        if (run.arm.id, run.seed) in self.spec.report:
+        if self.reported(run):
             commands.append(["-m", "wss.pseudo_label_report", f"--checkpoint_dir={logdir}",
                              f"--dataset_dir={self.records_dir}",
                              f"--split={run.unlabeled_split}", *self.extra_report_flags])
         return commands
 
-    def execute_all(self, runs):
-        """Runs ``runs`` with ``parallel`` workers (PseudoSeg runs first, the longest);
-        returns the names of the failed runs."""
+    def has_own_result(self, run):
+        """Whether ``results/<run>.json`` is a result of the run's own training (not
+        an alias's copy), e.g. a duplicate trained before duplicates were detected."""
+        result = read_json(os.path.join(self.results_dir, f"{run.name}.json"))
+        return result is not None and "alias_of" not in result
+
+    def schedule(self, runs):
+        """Splits ``runs`` into the runs to execute and the aliases: a run whose
+        training duplicates an earlier run's (``canonical_of``) is not trained but
+        gets a copy of the canonical run's result, the canonical run being added
+        to the runs to execute when ``runs`` lacks it. A duplicate that already
+        has a result of its own stays a run of its own."""
+        schedule = Schedule(runs=[], aliases=[], added=[], kept=[])
+        for run in runs:
+            canonical = self.canonical_of.get(run.name)
+            if canonical is None:
+                schedule.runs.append(run)
+            elif self.has_own_result(run):
+                schedule.runs.append(run)
+                schedule.kept.append(run.name)
+            else:
+                schedule.aliases.append((run, canonical))
+        for _, canonical in schedule.aliases:
+            if canonical.name not in {r.name for r in schedule.runs}:
+                schedule.runs.append(canonical)
+                schedule.added.append(canonical.name)
+        return schedule
+
+    def execute_all(self, runs, schedule=None):
+        """Runs ``runs`` with ``parallel`` workers (PseudoSeg runs first, the longest),
+        then fills the aliases among them (``schedule``, given when the caller
+        computed it already); returns the names of the failed runs, aliases whose
+        canonical run failed included."""
+        schedule = schedule or self.schedule(runs)
+        for alias, canonical in schedule.aliases:
+            self.log(f"{alias.name}: alias of {canonical.name} (the same train.py command but "
+                     f"for the logdir, the same eval splits): not trained, gets a copy of "
+                     f"{canonical.name}'s result"
+                     + (f"; {canonical.name} is executed in this invocation, under its own "
+                        f"name, for it" if canonical.name in schedule.added else ""))
+        for name in schedule.kept:
+            self.log(f"{name}: duplicates {self.canonical_of[name].name}'s training but has a "
+                     f"result of its own (trained before duplicates were detected): kept as a "
+                     f"run of its own")
         failed = []
 
         def execute(run):
@@ -430,9 +513,61 @@ class Runner:
                 with self._lock:
                     failed.append(run.name)
 
-        run_side_by_side(sorted(runs, key=lambda r: r.arm.mode != "pseudoseg"),
+        run_side_by_side(sorted(schedule.runs, key=lambda r: r.arm.mode != "pseudoseg"),
                          self.parallel, execute)
+        for alias, canonical in schedule.aliases:
+            if self.dry_run:
+                continue
+            if canonical.name in failed:
+                self.log(f"{alias.name} failed: its canonical run {canonical.name} failed")
+                failed.append(alias.name)
+                continue
+            try:
+                self.fill_alias(alias, canonical)
+            except (RuntimeError, OSError, ValueError, KeyError) as error:
+                self.log(f"{alias.name} failed: {error!r}")
+                failed.append(alias.name)
         return failed
+
+    def fill_alias(self, alias, canonical):
+        """Writes ``results/<alias>.json``: the canonical run's result (eval, curve,
+        wall times, report, ...) under the alias's run name, arm, seed, draw, title
+        and partition, with ``"alias_of": <canonical>`` and copies of the canonical
+        run's per-image confusion matrices under the alias's name. Returns it."""
+        source_path = os.path.join(self.results_dir, f"{canonical.name}.json")
+        source = read_json(source_path)
+        if source is None:
+            raise RuntimeError(f"{alias.name}: alias of {canonical.name}, which has no result "
+                               f"({source_path} is missing)")
+        missing = [split for split in self.eval_splits if split not in source["eval"]]
+        if missing:
+            raise RuntimeError(f"{alias.name}: {source_path} has no evaluation on {missing}")
+        evals = {}
+        for split, entry in source["eval"].items():
+            entry = dict(entry)
+            if entry.get("per_image_confusion"):
+                origin = os.path.join(self.results_dir, entry["per_image_confusion"])
+                target, entry["per_image_confusion"] = self.per_image_path(alias, split)
+                if os.path.exists(origin):  # else the summary notes the alias's as missing
+                    copy_atomically(origin, target)
+            evals[split] = entry
+        result = dict(source, run=alias.name, arm=alias.arm.id, seed=alias.seed,
+                      draw=alias.draw, title=alias.arm.title, partition=alias.arm.partition,
+                      eval=evals, alias_of=canonical.name,
+                      date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
+        write_atomically(os.path.join(self.results_dir, f"{alias.name}.json"),
+                         json.dumps(result, indent=1))
+        miou = ", ".join(f"{split} {100 * e['miou']:.2f}" for split, e in evals.items())
+        self.log(f"{alias.name}: mIoU {miou} (the result of {canonical.name})")
+        return result
+
+
+def copy_atomically(source, target):
+    """Copies ``source`` to ``target`` under a temporary name, then renames it."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = f"{target}.tmp-{os.getpid()}-{threading.get_ident()}"
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 def _curve_result(curve_dir, split, step):

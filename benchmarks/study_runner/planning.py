@@ -1,5 +1,6 @@
 """Plans a study's runs: which arm trains with which seed on which splits, under
-which name, and the ``train.py`` command of each."""
+which name, the ``train.py`` command of each, and which runs duplicate an
+earlier run's training (``find_duplicates``)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,25 @@ def train_command(run, work_dir, records_dir, extra_train_flags=(), save_interva
     if save_interval_steps:
         args.append(f"--save_interval_steps={save_interval_steps}")
     return args + list(extra_train_flags)
+
+
+def train_command_without_logdir(run, work_dir, records_dir, extra_train_flags=(),
+                                 save_interval_steps=0):
+    """The run's ``train.py`` arguments without ``--train_logdir``: two runs with
+    the same are the same training."""
+    logdir = f"--train_logdir={run_dir(work_dir, run)}"
+    return tuple(arg for arg in train_command(run, work_dir, records_dir, extra_train_flags,
+                                              save_interval_steps) if arg != logdir)
+
+
+def find_duplicates(runs, identity):
+    """``{name of a duplicate run: its canonical Run}``: the runs whose
+    ``identity(run)`` equals that of an earlier run of ``runs``; the canonical
+    run is the first of them (in spec order, the run of the arm listed first)."""
+    first = {}
+    duplicates = {}
+    for run in runs:
+        canonical = first.setdefault(identity(run), run)
+        if canonical is not run:
+            duplicates[run.name] = canonical
+    return duplicates

@@ -127,7 +127,8 @@ def markdown(summary):
                 str(init.get(k, "-")) for k in ("loaded", "missing", "excluded", "unused")))
         evals = sum(v for k, v in seconds.items() if k.startswith("eval_"))
         curve = sum(v for k, v in seconds.items() if k.startswith("curve_"))
-        lines.append(f"| {r['run']} | {r['steps']} | {_fmt(seconds.get('train'), 0)} s | "
+        run = r["run"] if not r.get("alias_of") else f"{r['run']} (= {r['alias_of']})"
+        lines.append(f"| {run} | {r['steps']} | {_fmt(seconds.get('train'), 0)} s | "
                      f"{evals:.0f} s | {curve:.0f} s | {_fmt(seconds.get('report'), 0)} s | "
                      f"{_fmt(r['load_average_at_start'])} | {init_text} | "
                      f"{' '.join(r['extra_train_flags']) or '-'} |")

@@ -295,6 +295,7 @@ def summarize(spec, results, results_dir=None):
     for arm_id, arm_runs in by_arm.items():
         for seed, r in sorted(arm_runs.items()):
             runs.append(dict(run=names[(arm_id, seed)], arm=arm_id, seed=seed, draw=_draw(r),
+                             alias_of=r.get("alias_of"),
                              steps=r.get("steps"), seconds=r.get("seconds", {}),
                              load_average_at_start=r.get("load_average_at_start"),
                              initialization=_initialization_counts(r.get("initialization")),
