@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tarfile
 import zipfile
 from typing import Callable, Dict, Iterable, Optional
@@ -292,7 +291,3 @@ def find_one_dir(root: str, name: str, must_contain: Iterable[str], what: str) -
 def safe_rmtree(path: str) -> None:
     """Removes a directory tree (or a file), ignoring errors."""
     _remove(path)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use: python -m datasets.download NAME")

@@ -35,7 +35,6 @@ after success).
 """
 
 import datetime
-import functools
 import json
 import os
 import re
@@ -75,7 +74,7 @@ CAMVID_CLASS_NAMES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree",
                       "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist")
 CAMVID_VOID = 11
 
-# Pretrained checkpoints: name -> (model variant, variables kept or None: all).
+# Pretrained checkpoints: name -> the model variant they initialise.
 CHECKPOINTS = {
     "xception_65_imagenet": "xception_65",
     "resnet_v1_50_beta_imagenet": "resnet_v1_50_beta",
