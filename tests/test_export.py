@@ -176,7 +176,10 @@ def test_saved_model_runs_in_saved_model_cli_and_a_fresh_process_alike(
     semantic = np.load(tmp_path / "cli" / "semantic.npy")
     assert probabilities.dtype == np.float32 and semantic.dtype == np.int32
     assert probabilities.shape == (2, 37, 45, NUM_CLASSES)
-    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    # float32 resize and softmax in the SavedModel against numpy's float64 of the
+    # eager logits: rounding reaches about 1.2e-5 in probability (seen with the
+    # fused batch norm's trained network), far below any class decision.
+    np.testing.assert_allclose(probabilities, expected, atol=3e-5)
     clear = _clear(expected)
     assert clear.mean() > 0.9 and len(np.unique(semantic)) > 1
     np.testing.assert_array_equal(semantic[clear], expected.argmax(-1)[clear])
