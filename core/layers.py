@@ -61,7 +61,7 @@ class DeepLabBatchNorm(keras.layers.BatchNormalization):
     def _fusable(self, inputs, training, mask) -> bool:
         return (mask is None and not self.synchronized and not self.renorm
                 and len(inputs.shape) == 4 and self.axis in (-1, 3)
-                and self.scale and self.center and training in (None, True, False))
+                and self.scale and self.center and isinstance(training, (bool, type(None))))
 
     def call(self, inputs, training=None, mask=None):
         if self.use_moving_statistics:
