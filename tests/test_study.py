@@ -76,30 +76,41 @@ def result(arm, seed, miou, per_class=None, splits=("val",)):
 # -- spec ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["msrc", "camvid"])
+@pytest.mark.parametrize("name", ["msrc", "msrc_ablations", "camvid"])
 def test_the_committed_specs_load(name):
     spec = study.load_spec(str(REPO / "benchmarks" / "studies" / f"{name}.json"))
     runs = study.plan_runs(spec)
-    if name == "msrc":
-        assert len(runs) == 19
-        assert [a for a in spec.arms] == ["S", "P", "W", "F", "R", "D", "A", "S8", "P8"]
+    if name.startswith("msrc"):
         assert spec.dataset.num_classes == 16 and spec.dataset.class_names[12] == "face"
-        by_name = {r.name: r for r in runs}
-        assert by_name["P_seed2"].train_split == "labeled_1_4_seed2"
-        assert by_name["P_seed2"].unlabeled_split == "unlabeled_1_4_seed2"
-        assert by_name["S8_seed1"].train_split == "labeled_1_8_seed1"
-        assert by_name["S8_seed1"].unlabeled_split is None
-        assert by_name["F_seed0"].train_split == "train"
-        assert spec.arms["W"].settings["weakly"] == "true"
-        assert spec.arms["R"].settings["tf_initial_checkpoint"] == ""
-        assert spec.arms["S"].settings["tf_initial_checkpoint"].endswith(
-            "mobilenet_v2_1.0_224/model.ckpt")
-        # Every arm: the same steps, batch, crop and schedule.
+        # Every arm: the same steps, batch, crop and schedule (configs/msrc/base.flags).
         shared = {"training_number_of_steps", "train_batch_size", "train_crop_size",
                   "base_learning_rate", "learning_power", "batch_norm_decay"}
         assert len({tuple(a.settings[k] for k in sorted(shared))
                     for a in spec.arms.values()}) == 1
+        assert spec.arms["S"].settings["training_number_of_steps"] == "4000"
+        assert spec.arms["S"].settings["tf_initial_checkpoint"].endswith(
+            "mobilenet_v2_1.0_224/model.ckpt")
         assert spec.report == (("P", 0),)
+    if name == "msrc_ablations":
+        assert [r.name for r in runs] == ["S_seed0", "P_seed0", "R_seed0", "D_seed0", "A_seed0"]
+        assert spec.arms["R"].settings["tf_initial_checkpoint"] == ""
+    elif name == "msrc":
+        assert len(runs) == 22
+        assert [a for a in spec.arms] == ["S", "P", "W", "F", "S8", "P8", "S_stab", "P_stab"]
+        assert spec.eval_flags == ("--eval_crop_size=none",)
+        by_name = {r.name: r for r in runs}
+        assert by_name["P_seed2"].train_split == "labeled_1_4_seed2"
+        assert by_name["P_seed2"].unlabeled_split == "unlabeled_1_4_seed2"
+        assert by_name["P_stab_draw0_seed2"].train_split == "labeled_1_4_seed0"
+        assert by_name["P_stab_draw0_seed2"].seed == 2
+        assert by_name["S8_seed1"].train_split == "labeled_1_8_seed1"
+        assert by_name["S8_seed1"].unlabeled_split is None
+        assert by_name["F_seed0"].train_split == "train"
+        assert spec.arms["W"].settings["weakly"] == "true"
+        # The stability arms' seed 0 is the main arms' seed 0, trained once.
+        runner = study.Runner(spec, "/nonexistent")
+        assert {k: v.name for k, v in runner.canonical_of.items()} == {
+            "S_stab_draw0_seed0": "S_seed0", "P_stab_draw0_seed0": "P_seed0"}
     else:
         assert len(runs) == 11
         assert {r.train_split for r in runs} == {"labeled_46", "train"}
@@ -696,6 +707,39 @@ def test_a_duplicate_run_is_trained_once_and_shares_its_result(tiny_study, capsy
     assert refilled["eval"]["val"]["miou"] == canonical["eval"]["val"]["miou"]
     assert (results / "per_image" / "S_stab_draw0_seed0.val.npz").exists()
     assert not (work / "runs" / "S_stab_draw0_seed0").exists()
+
+
+def test_a_run_finished_in_another_session_is_not_retrained(tiny_study, tmp_path, capsys):
+    """A new session has only the committed ``results/`` of an earlier part: its
+    finished runs (final step, every eval split, curve, report) are not trained
+    again in a new work dir, and a run whose result lacks what this invocation
+    asks for (another eval split, another flag) is."""
+    import shutil
+
+    work = tmp_path / "new_session"
+    shutil.copytree(tiny_study.work / "results", work / "results")
+    spec = study.load_spec(tiny_study.spec_path)
+    runner = study.Runner(spec, str(work))
+    capsys.readouterr()
+    assert runner.execute_all(study.plan_runs(spec, ["S", "P"], [0])) == []
+    logged = capsys.readouterr().out
+    assert "S_seed0: finished in another session" in logged
+    assert "P_seed0: finished in another session" in logged
+    assert "$ " not in logged  # no command at all
+    assert not (work / "runs" / "S_seed0").exists() and not (work / "runs" / "P_seed0").exists()
+    s_run, p_run = study.plan_runs(spec, ["S", "P"], [0])
+    result = json.loads((work / "results" / "S_seed0.json").read_text())
+    assert runner.finished_elsewhere(s_run, result)
+    assert not study.Runner(spec, str(work), eval_splits=("val", "nope")).finished_elsewhere(
+        s_run, result)
+    assert not study.Runner(spec, str(work), extra_train_flags=("--weight_decay=0",)
+                            ).finished_elsewhere(s_run, result)
+    assert not runner.finished_elsewhere(s_run, {**result, "checkpoint": "x/ckpt-5"})
+    assert not runner.finished_elsewhere(s_run, {**result, "curve": result["curve"][1:]})
+    p_result = json.loads((work / "results" / "P_seed0.json").read_text())
+    assert not runner.finished_elsewhere(p_run, {**p_result, "pseudo_label_report": None})
+    (work / "results" / result["eval"]["val"]["per_image_confusion"]).unlink()
+    assert not runner.finished_elsewhere(s_run, result)
 
 
 def test_duplicate_runs_are_found_across_arms_and_invocations(tmp_path):

@@ -90,7 +90,12 @@ resumes, and a re-run invocation skips finished runs and evaluations):
    --dataset_dir=<work_dir>/records --seed=<seed> --train_split=<labeled split>
    [--train_split_cls=<unlabeled split>] [--keep_checkpoint_steps=N]
    [--save_interval_steps=M]``; a run with a checkpoint short of its final
-   step resumes from it (nothing of a run is ever deleted). The runner and
+   step resumes from it (nothing of a run is ever deleted). A run without a logdir
+   whose ``results/<run>.json`` is complete for the invocation (a part run in
+   an earlier session or another work dir, its ``results/`` copied in: final
+   step, same ``train.py`` command but for the logdir and records dir, every
+   eval split with its per-image matrices, the curve and the report) is not
+   retrained (``Runner.finished_elsewhere``). The runner and
    its commands hold ``runs/<run>.lock`` (``flock``) while at work on a run,
    so another invocation, or one started while a killed runner's train.py
    still runs, leaves the run alone and reports it as failed. Then ``eval.py``

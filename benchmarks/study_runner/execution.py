@@ -248,6 +248,10 @@ class Runner:
         previous = read_json(result_path) or {}
         timing_path = os.path.join(logdir, "timing.json")
         timing = read_json(timing_path) or {}
+        if not os.path.isdir(logdir) and self.finished_elsewhere(run, previous):
+            self.log(f"{run.name}: finished in another session or work dir (its result in "
+                     f"{result_path} is complete, and {logdir} does not exist): not retrained")
+            return previous
         latest = self._train(run, logdir, timing, timing_path)
         seconds = {k: v for k, v in previous.get("seconds", {}).items() if k != "train"}
         evals = self._evaluate(run, logdir, latest, previous, seconds)
@@ -277,6 +281,41 @@ class Runner:
         miou = ", ".join(f"{split} {100 * e['miou']:.2f}" for split, e in evals.items())
         self.log(f"{run.name}: mIoU {miou}")
         return result
+
+    def finished_elsewhere(self, run, result):
+        """Whether ``result`` (the run's ``results/<run>.json``) is complete for this
+        invocation although the run's logdir is absent, e.g. a part of the study run
+        in an earlier session whose ``results/`` was copied in: the run's own result
+        (not an alias's copy), trained to its final step by the same ``train.py``
+        command but for ``--train_logdir`` and ``--dataset_dir`` (the work dir may
+        differ; the records are a function of the spec), evaluated on every eval
+        split with its per-image matrices present, its curve complete, and its
+        pseudo-label report present when the spec asks for one."""
+        if not result or "alias_of" in result or not result.get("checkpoint"):
+            return False
+        if int(result["checkpoint"].rsplit("-", 1)[-1]) < run.arm.steps:
+            return False
+
+        def portable(command):
+            return [arg for arg in command
+                    if not arg.startswith(("--train_logdir=", "--dataset_dir="))]
+
+        if portable((result.get("train_command") or "").split()) != portable(
+                self.train_command(run)):
+            return False
+        for split in self.eval_splits:
+            entry = result.get("eval", {}).get(split)
+            if entry is None or not os.path.exists(
+                    os.path.join(self.results_dir, entry["per_image_confusion"])):
+                return False
+        if run.arm.curve_every_steps:
+            steps = {p["step"] for p in result.get("curve") or []
+                     if set(self.eval_splits) <= set(p["miou"])}
+            wanted = set(range(run.arm.curve_every_steps, run.arm.steps,
+                               run.arm.curve_every_steps)) | {run.arm.steps}
+            if not wanted <= steps:
+                return False
+        return not self.reported(run) or bool(result.get("pseudo_label_report"))
 
     def _train(self, run, logdir, timing, timing_path):
         """Trains (or resumes) the run unless its last checkpoint is at the final
