@@ -246,12 +246,12 @@ class Runner:
         logdir = run_dir(self.work_dir, run)
         result_path = os.path.join(self.results_dir, f"{run.name}.json")
         previous = read_json(result_path) or {}
-        timing_path = os.path.join(logdir, "timing.json")
-        timing = read_json(timing_path) or {}
         if not os.path.isdir(logdir) and self.finished_elsewhere(run, previous):
             self.log(f"{run.name}: finished in another session or work dir (its result in "
                      f"{result_path} is complete, and {logdir} does not exist): not retrained")
             return previous
+        timing_path = os.path.join(logdir, "timing.json")
+        timing = read_json(timing_path) or {}
         latest = self._train(run, logdir, timing, timing_path)
         seconds = {k: v for k, v in previous.get("seconds", {}).items() if k != "train"}
         evals = self._evaluate(run, logdir, latest, previous, seconds)
@@ -311,8 +311,7 @@ class Runner:
         if run.arm.curve_every_steps:
             steps = {p["step"] for p in result.get("curve") or []
                      if set(self.eval_splits) <= set(p["miou"])}
-            wanted = set(range(run.arm.curve_every_steps, run.arm.steps,
-                               run.arm.curve_every_steps)) | {run.arm.steps}
+            wanted = {*run.arm.curve_steps, run.arm.steps}
             if not wanted <= steps:
                 return False
         return not self.reported(run) or bool(result.get("pseudo_label_report"))
@@ -425,7 +424,7 @@ class Runner:
 
         steps = run.arm.steps
         kept = {step: path for step, path in kept_checkpoints(logdir).items() if step < steps}
-        expected = (steps - 1) // run.arm.curve_every_steps
+        expected = len(run.arm.curve_steps)
         if len(kept) < expected:
             self.log(f"{run.name}: {len(kept)} of {expected} kept checkpoints for the curve "
                      f"in {logdir}/kept (trained before curve_every_steps was set?)")
@@ -488,9 +487,7 @@ class Runner:
         commands = [self.train_command(run)]
         commands += [self.eval_command(run, split) for split in self.eval_splits]
         if run.arm.curve_every_steps:
-            every, steps = run.arm.curve_every_steps, run.arm.steps
-            kept = [os.path.join(logdir, "kept", f"ckpt-{step}")
-                    for step in range(every, steps, every)]
+            kept = [os.path.join(logdir, "kept", f"ckpt-{step}") for step in run.arm.curve_steps]
             commands += [self.curve_command(run, split, kept) for split in self.eval_splits]
         if self.reported(run):
             commands.append(["-m", "wss.pseudo_label_report", f"--checkpoint_dir={logdir}",

@@ -105,6 +105,14 @@ class ArmSpec:
     def steps(self) -> int:
         return int(self.settings["training_number_of_steps"])
 
+    @property
+    def curve_steps(self) -> tuple:
+        """The steps whose kept checkpoints make the learning curve before the
+        final one (every multiple of ``curve_every_steps`` below ``steps``)."""
+        if not self.curve_every_steps:
+            return ()
+        return tuple(range(self.curve_every_steps, self.steps, self.curve_every_steps))
+
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
