@@ -25,7 +25,7 @@ import time
 
 from benchmarks.study_runner.common import REPO, read_json, write_atomically
 from benchmarks.study_runner.planning import (find_duplicates, plan_runs, run_dir,
-                                              train_command, train_command_without_logdir)
+                                              train_command, training_arguments)
 from benchmarks.study_runner.rendering import INVOCATIONS
 
 PER_IMAGE_DIR = "per_image"  # results/per_image/<run>.<split>.npz
@@ -295,13 +295,8 @@ class Runner:
             return False
         if int(result["checkpoint"].rsplit("-", 1)[-1]) < run.arm.steps:
             return False
-
-        def portable(command):
-            return [arg for arg in command
-                    if not arg.startswith(("--train_logdir=", "--dataset_dir="))]
-
-        if portable((result.get("train_command") or "").split()) != portable(
-                self.train_command(run)):
+        if training_arguments((result.get("train_command") or "").split()) != (
+                training_arguments(self.train_command(run))):
             return False
         for split in self.eval_splits:
             entry = result.get("eval", {}).get(split)
@@ -360,13 +355,11 @@ class Runner:
                              self.spec.save_interval_steps)
 
     def training_identity(self, run):
-        """All a run's result depends on: its ``train.py`` arguments but the logdir,
-        the eval splits and the ``eval.py`` flags (the last two are the same for
+        """All a run's result depends on: its ``train.py`` arguments but the logdir
+        and records dir (``training_arguments``), the eval splits and the ``eval.py`` flags (the last two are the same for
         every run of an invocation)."""
-        return (train_command_without_logdir(run, self.work_dir, self.records_dir,
-                                             self.extra_train_flags,
-                                             self.spec.save_interval_steps),
-                self.eval_splits, self.spec.eval_flags)
+        return (training_arguments(self.train_command(run)), self.eval_splits,
+                self.spec.eval_flags)
 
     def per_image_path(self, run, split):
         """``(absolute path, path relative to the results dir)`` of a run's

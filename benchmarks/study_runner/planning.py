@@ -71,13 +71,13 @@ def train_command(run, work_dir, records_dir, extra_train_flags=(), save_interva
     return args + list(extra_train_flags)
 
 
-def train_command_without_logdir(run, work_dir, records_dir, extra_train_flags=(),
-                                 save_interval_steps=0):
-    """The run's ``train.py`` arguments without ``--train_logdir``: two runs with
-    the same are the same training."""
-    logdir = f"--train_logdir={run_dir(work_dir, run)}"
-    return tuple(arg for arg in train_command(run, work_dir, records_dir, extra_train_flags,
-                                              save_interval_steps) if arg != logdir)
+def training_arguments(command):
+    """A ``train.py`` command's arguments but ``--train_logdir`` and
+    ``--dataset_dir``: where the run writes and where the records are, which
+    differ between work dirs (the records are a function of the spec) while the
+    training does not. Two commands with the same are the same training."""
+    return tuple(arg for arg in command
+                 if not arg.startswith(("--train_logdir=", "--dataset_dir=")))
 
 
 def find_duplicates(runs, identity):
