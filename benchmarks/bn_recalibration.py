@@ -37,14 +37,19 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("run_dirs", None, "Training logdirs (run_config.json and checkpoints).")
-flags.DEFINE_list("splits", None, "Labeled split per run dir (one for all, or one each).")
-flags.DEFINE_integer("batches", 50, "Training-mode batches for the re-estimation.")
-flags.DEFINE_integer("batch_size", 8, "Batch of the re-estimation passes.")
-flags.DEFINE_integer("seed", 0, "Seed of the re-estimation pipeline.")
-flags.DEFINE_string("eval_split", "val", "Split evaluated on whole images.")
-flags.DEFINE_string("output_json", None, "Where to write the figures.")
-flags.mark_flags_as_required(["run_dirs", "splits"])
+
+
+def define_flags():
+    """Defined only when run as a script, so that importing the module (tests)
+    leaves absl's global flags alone."""
+    flags.DEFINE_list("run_dirs", None, "Training logdirs (run_config.json and checkpoints).")
+    flags.DEFINE_list("splits", None, "Labeled split per run dir (one for all, or one each).")
+    flags.DEFINE_integer("batches", 50, "Training-mode batches for the re-estimation.")
+    flags.DEFINE_integer("batch_size", 8, "Batch of the re-estimation passes.")
+    flags.DEFINE_integer("seed", 0, "Seed of the re-estimation pipeline.")
+    flags.DEFINE_string("eval_split", "val", "Split evaluated on whole images.")
+    flags.DEFINE_string("output_json", None, "Where to write the figures.")
+    flags.mark_flags_as_required(["run_dirs", "splits"])
 
 
 def batch_norm_layers(network):
@@ -116,4 +121,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

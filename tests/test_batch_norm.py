@@ -94,3 +94,26 @@ def test_a_mask_takes_keras_implementation_with_the_same_normalisation():
     mask = np.ones(x.shape[:-1], bool)
     np.testing.assert_allclose(layer(x, training=False, mask=mask).numpy(),
                                _normalise(x, 1.5, 4.0, layer), rtol=1e-5, atol=1e-5)
+
+
+def test_reestimated_moving_statistics_are_the_average_of_the_batch_statistics():
+    """benchmarks/bn_recalibration.py: K training-mode passes replace the moving
+    statistics by the plain mean of the K batch means and unbiased variances,
+    whatever they were before, and leave the layer's decay as it was."""
+    from benchmarks.bn_recalibration import reestimate_moving_statistics
+
+    inputs = keras.Input((None, None, CHANNELS))
+    layer = _layer(momentum=0.99)
+    network = keras.Model(inputs, layer(inputs))
+    batches = [_inputs(seed) for seed in range(4)]
+    dataset = tf.data.Dataset.from_tensor_slices({"image": np.stack(batches)})
+    assert reestimate_moving_statistics(network, dataset, batches=3) == 1
+    used = batches[:3]
+    n = np.prod(used[0].shape[:3])
+    np.testing.assert_allclose(layer.moving_mean.numpy(),
+                               np.mean([x.mean(axis=(0, 1, 2)) for x in used], axis=0),
+                               rtol=1e-5)
+    np.testing.assert_allclose(layer.moving_variance.numpy(),
+                               np.mean([x.var(axis=(0, 1, 2)) * n / (n - 1) for x in used],
+                                       axis=0), rtol=1e-5)
+    assert layer.momentum == 0.99
