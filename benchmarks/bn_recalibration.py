@@ -20,7 +20,7 @@ mIoU rises after re-estimation while a supervised run's does not, the
 difference lies in those statistics rather than in the learned weights.
 
     python benchmarks/bn_recalibration.py --run_dirs=runs/msrc_study/runs/P_seed1,... \
-        --split=labeled_1_4_seed1 --output_json=bn_recalibration.json
+        --splits=labeled_1_4_seed1 --output_json=bn_recalibration.json
 
 Prints one line per run and writes the figures as JSON.
 """
@@ -52,17 +52,13 @@ def define_flags():
     flags.mark_flags_as_required(["run_dirs", "splits"])
 
 
-def batch_norm_layers(network):
-    from core.layers import DeepLabBatchNorm
-
-    return [layer for layer in network._flatten_layers(include_self=False)
-            if isinstance(layer, DeepLabBatchNorm)]
-
-
 def reestimate_moving_statistics(network, dataset, batches):
     """Sets every batch-norm layer's moving statistics to the average of the
-    batch statistics over ``batches`` training-mode forward passes."""
-    layers = batch_norm_layers(network)
+    batch statistics over ``batches`` training-mode forward passes; returns
+    how many layers. A plain Keras batch norm raises TypeError."""
+    from core.layers import deeplab_batch_norms
+
+    layers = deeplab_batch_norms(network, "reestimate_moving_statistics")
     saved = [layer.momentum for layer in layers]
     try:
         for k, batch in enumerate(dataset.take(batches)):
@@ -89,8 +85,8 @@ def main(argv):
     for run_dir, split in zip(FLAGS.run_dirs, splits):
         start = time.time()
         config = run_config.read_run_config(run_dir)
-        info = get_dataset_info(config["dataset"]["name"], config["dataset"]["dataset_dir"])
         dataset_dir = config["dataset"]["dataset_dir"]
+        info = get_dataset_info(config["dataset"]["name"], dataset_dir)
         network = run_config.build_network(config)
         path = training.latest_checkpoint(run_dir)
         if path is None:

@@ -90,6 +90,24 @@ class DeepLabBatchNorm(keras.layers.BatchNormalization):
         return {**super().get_config(), "use_moving_statistics": self.use_moving_statistics}
 
 
+def deeplab_batch_norms(model, purpose: str) -> list:
+    """Every ``DeepLabBatchNorm`` inside ``model``, in layer order.
+
+    Raises TypeError, naming ``purpose`` and the layer, for a plain Keras batch
+    norm: it has neither ``use_moving_statistics`` nor TF-slim's unbiased
+    moving variance, so whatever ``purpose`` does to batch norms would silently
+    skip or mistreat it.
+    """
+    layers = []
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, DeepLabBatchNorm):
+            layers.append(layer)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            raise TypeError(f"{purpose}: layer {layer.name!r} is a "
+                            f"{type(layer).__name__}, not core.layers.DeepLabBatchNorm")
+    return layers
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchNormConfig:
     """Batch-norm settings of one part of the network (DeepLab's values differ by part)."""

@@ -57,14 +57,10 @@ def freeze_batch_norm(model: keras.Model):
     Raises TypeError for a batch norm that is not a ``DeepLabBatchNorm``
     (a plain Keras one cannot keep gamma and beta trainable while frozen).
     """
-    from core.layers import DeepLabBatchNorm
+    from core.layers import deeplab_batch_norms
 
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, DeepLabBatchNorm):
-            layer.use_moving_statistics = True
-        elif isinstance(layer, keras.layers.BatchNormalization):
-            raise TypeError(f"freeze_batch_norm: layer {layer.name!r} is a "
-                            f"{type(layer).__name__}, not core.layers.DeepLabBatchNorm")
+    for layer in deeplab_batch_norms(model, "freeze_batch_norm"):
+        layer.use_moving_statistics = True
 
 
 class SegmentationTrainer(keras.Model):

@@ -117,3 +117,13 @@ def test_reestimated_moving_statistics_are_the_average_of_the_batch_statistics()
                                np.mean([x.var(axis=(0, 1, 2)) * n / (n - 1) for x in used],
                                        axis=0), rtol=1e-5)
     assert layer.momentum == 0.99
+
+
+def test_reestimation_refuses_a_plain_keras_batch_norm_rather_than_skip_it():
+    from benchmarks.bn_recalibration import reestimate_moving_statistics
+
+    inputs = keras.Input((None, None, CHANNELS))
+    network = keras.Model(inputs, keras.layers.BatchNormalization(name="plain_bn")(inputs))
+    dataset = tf.data.Dataset.from_tensor_slices({"image": _inputs()[None]})
+    with pytest.raises(TypeError, match="reestimate_moving_statistics: layer 'plain_bn'"):
+        reestimate_moving_statistics(network, dataset, batches=1)

@@ -356,8 +356,9 @@ class Runner:
 
     def training_identity(self, run):
         """All a run's result depends on: its ``train.py`` arguments but the logdir
-        and records dir (``training_arguments``), the eval splits and the ``eval.py`` flags (the last two are the same for
-        every run of an invocation)."""
+        and records dir (``training_arguments``), the eval splits and the
+        ``eval.py`` flags (the last two are the same for every run of an
+        invocation)."""
         return (training_arguments(self.train_command(run)), self.eval_splits,
                 self.spec.eval_flags)
 
