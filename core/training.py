@@ -176,6 +176,23 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
                 f"The last good checkpoint is {last or '(none saved yet)'}.")
 
 
+class ResumedProgbar(keras.utils.Progbar):
+    """Keras's progress bar, timed from the step training resumed at.
+
+    Keras estimates seconds per step as the time since the bar was made over
+    the bar's current value, so a run resumed at step k of n showed an ETA as
+    if k steps had run in the first seconds. Here a step's duration is the time
+    since the bar was made over the steps done since ``start_step``."""
+
+    def __init__(self, target: int, start_step: int, **kwargs):
+        super().__init__(target, **kwargs)
+        self.start_step = start_step
+
+    def _estimate_step_duration(self, current, now):
+        done = current - self.start_step
+        return (now - self._start) / done if done > 0 else 0
+
+
 class ProgressLogger(keras.callbacks.Callback):
     """A progress bar over global steps (resumes at the restored step), every
     ``log_steps`` steps: the logged values, learning rate, seconds per step and
@@ -196,8 +213,8 @@ class ProgressLogger(keras.callbacks.Callback):
         self._start_step = int(self.step_fn())
         self._start = time.monotonic()
         if self.verbose:
-            self._bar = keras.utils.Progbar(self.total_steps, stateful_metrics=None,
-                                            unit_name="step")
+            self._bar = ResumedProgbar(self.total_steps, self._start_step,
+                                       stateful_metrics=None, unit_name="step")
             self._bar.update(self._start_step)
 
     def on_train_batch_end(self, batch, logs=None):

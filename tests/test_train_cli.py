@@ -367,6 +367,21 @@ def test_checkpoints_every_n_steps():
     assert manager.saved == [1, 2, 3]
 
 
+def test_progress_bar_of_a_resumed_run_times_the_steps_since_resuming(monkeypatch, capsys):
+    """Resumed at step 2000 of 4000, 10 steps in 10 s leave 1990 steps: the ETA is
+    1990 s (33:10), not Keras's 10 s / 2010 steps per step (9 s)."""
+    from core.training import ResumedProgbar
+
+    now = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    bar = ResumedProgbar(4000, start_step=2000, unit_name="step")
+    bar.update(2000)
+    now[0] += 10.0
+    bar.update(2010, values=[("loss", 1.0)])
+    shown = capsys.readouterr().out
+    assert "2010/4000" in shown and "33:10" in shown and "1s/step" in shown
+
+
 def test_eval_watch_evaluates_new_checkpoints_until_the_final_step(trained):
     logdir, _, _ = trained
     result = _run([sys.executable, "eval.py", f"--checkpoint_dir={logdir}", "--watch",
