@@ -565,6 +565,7 @@ def tiny_study(tmp_path_factory):
             time.sleep(0.05)
         os.killpg(killed.pid, signal.SIGKILL)
         killed.wait()
+    killed_after = time.monotonic() - start
     import tensorflow as tf
 
     killed_at = int(tf.train.latest_checkpoint(str(s_run)).rsplit("-", 1)[-1])
@@ -573,14 +574,16 @@ def tiny_study(tmp_path_factory):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(f"tiny study: {time.monotonic() - start:.0f} s")
     return types.SimpleNamespace(root=tmp_path, work=work, spec_path=spec_path, env=env,
-                                 killed_at=killed_at, killed_log=(tmp_path / "killed.log")
+                                 killed_at=killed_at, killed_after=killed_after,
+                                 killed_log=(tmp_path / "killed.log")
                                  .read_text(), done=done)
 
 
 def test_a_tiny_study_runs_end_to_end(tiny_study):
     """Data, splits, runs side by side (supervised and PseudoSeg, 6 steps, a
     checkpoint every step and a kept one for the curve), killed with the runner
-    mid-training; the next invocation resumes (S) at its last checkpoint, then
+    mid-training; the next invocation counts the killed training's time and
+    resumes (S) at its last checkpoint, then
     evaluates (per-image matrices), evaluates the curve, reports and summarises;
     a third invocation only evaluates a new split, final checkpoint and curve."""
     work, spec_path, env = tiny_study.work, tiny_study.spec_path, tiny_study.env
@@ -590,7 +593,13 @@ def test_a_tiny_study_runs_end_to_end(tiny_study):
     assert f"resumed from {s_run}/ckpt-{killed_at}; step {killed_at} of 6" in (
         work / "logs" / "S_seed0.train.log").read_text()
     s_result = json.loads((work / "results" / "S_seed0.json").read_text())
-    assert s_result["train_invocations"][-1]["resumed_from"] == f"ckpt-{killed_at}"
+    killed, resumed = s_result["train_invocations"]
+    assert resumed["resumed_from"] == f"ckpt-{killed_at}" and not resumed["failed"]
+    # The killed invocation's time, from its start to its log's last write, counts.
+    assert killed["killed"] and killed["failed"] and "running" not in killed
+    assert 0 < killed["seconds"] <= tiny_study.killed_after + 1
+    assert s_result["seconds"]["train"] == pytest.approx(
+        killed["seconds"] + resumed["seconds"], abs=0.1)
     # The curve: kept steps 1..5 evaluated by one eval.py, the final step from the main one.
     assert [p["step"] for p in s_result["curve"]] == [1, 2, 3, 4, 5, 6]
     assert s_result["curve"][-1]["miou"]["val"] == s_result["eval"]["val"]["miou"]

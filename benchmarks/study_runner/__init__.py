@@ -104,7 +104,9 @@ resumes, and a re-run invocation skips finished runs and evaluations):
    the kept checkpoints (one ``eval.py`` per split for all of them); and, for
    the runs ``report`` names, the pseudo-label report.
 5. ``<work_dir>/results/<run>.json`` per run (mIoU and per-class IoU per split,
-   the curve, wall times of every train.py invocation, failed ones included,
+   the curve, wall times of every train.py invocation, failed ones included
+   and killed ones (a runner killed mid-training leaves its invocation marked
+   running; the next counts it from its start to the train log's last write),
    and of the evaluations, the initial checkpoint, the pseudo-label report);
    and from every result present, ``summary.json``, ``summary.md`` and
    ``learning_curves.png``: mean and sample std (ddof=1) per arm, paired

@@ -3,11 +3,11 @@ flags, then spec, plan, data, runs, summary. See the package docstring."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import sys
 import time
 
+from benchmarks.study_runner.common import local_time
 from benchmarks.study_runner.execution import Runner, record_invocation
 from benchmarks.study_runner.planning import plan_runs
 from benchmarks.study_runner.rendering import write_summary
@@ -97,7 +97,7 @@ def main(argv):
     if FLAGS.prepare_only:
         runner.log(f"data ready in {runner.records_dir}")
         return
-    started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    started = local_time()
     schedule = runner.schedule(runs)
     failed = runner.execute_all(runs, schedule)
     if FLAGS.dry_run:

@@ -1,8 +1,9 @@
 """Small helpers shared by the study runner's modules: the repository root,
-atomic file writes and JSON reads."""
+atomic file writes, JSON reads and local times."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import threading
@@ -24,3 +25,10 @@ def read_json(path):
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def local_time(timestamp=None):
+    """The local time to the second in ISO format: now, or of a POSIX ``timestamp``."""
+    moment = (datetime.datetime.now() if timestamp is None
+              else datetime.datetime.fromtimestamp(timestamp))
+    return moment.astimezone().isoformat(timespec="seconds")

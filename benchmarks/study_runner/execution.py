@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-from benchmarks.study_runner.common import REPO, read_json, write_atomically
+from benchmarks.study_runner.common import REPO, local_time, read_json, write_atomically
 from benchmarks.study_runner.planning import (find_duplicates, plan_runs, run_dir,
                                               train_command, training_arguments)
 from benchmarks.study_runner.rendering import INVOCATIONS
@@ -273,7 +273,7 @@ class Runner:
             load_average_at_start=(timing["train_invocations"][-1]["load_average_at_start"]
                                    if timing.get("train_invocations") else None),
             last_logged=last_scalars(logdir),
-            date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            date=local_time(),
             machine=dict(cpus=os.cpu_count(), platform=platform.platform(),
                          python=platform.python_version(), tensorflow=tf.__version__))
         os.makedirs(self.results_dir, exist_ok=True)
@@ -324,23 +324,29 @@ class Runner:
             return latest
         if latest:
             self.log(f"{run.name}: resuming from {os.path.basename(latest)}")
+        log_name = f"{run.name}.train.log"
+        self._count_killed_invocations(timing, os.path.join(self.logs_dir, log_name))
         args = self.train_command(run)
-        load = os.getloadavg()[0]
-        failure = None
-        try:
-            seconds = self.command(args, f"{run.name}.train.log", self.threads_per_run)
-        except CommandFailed as error:
-            failure, seconds = error, error.seconds
         os.makedirs(logdir, exist_ok=True)
-        timing["train"] = timing.get("train", 0.0) + seconds
-        timing.setdefault("train_invocations", []).append(
-            dict(seconds=round(seconds, 1), load_average_at_start=round(load, 2),
-                 parallel=self.parallel, threads=self.threads_per_run,
-                 resumed_from=os.path.basename(latest) if latest else None,
-                 failed=failure is not None,
-                 ended=datetime.datetime.now().astimezone().isoformat(timespec="seconds")))
+        # Marked running until it ends: a runner killed meanwhile (a session's end)
+        # leaves the mark, and the next invocation counts the killed one's time.
+        invocation = dict(started=local_time(),
+                          load_average_at_start=round(os.getloadavg()[0], 2),
+                          parallel=self.parallel, threads=self.threads_per_run,
+                          resumed_from=os.path.basename(latest) if latest else None,
+                          running=True)
+        timing.setdefault("train_invocations", []).append(invocation)
         timing["train_command"] = " ".join(args)
         timing["extra_train_flags"] = list(self.extra_train_flags)
+        write_atomically(timing_path, json.dumps(timing, indent=1))
+        failure = None
+        try:
+            seconds = self.command(args, log_name, self.threads_per_run)
+        except CommandFailed as error:
+            failure, seconds = error, error.seconds
+        del invocation["running"]
+        invocation.update(seconds=round(seconds, 1), failed=failure is not None, ended=local_time())
+        timing["train"] = timing.get("train", 0.0) + seconds
         write_atomically(timing_path, json.dumps(timing, indent=1))
         if failure is not None:
             raise failure
@@ -349,6 +355,21 @@ class Runner:
             raise RuntimeError(f"{run.name}: train.py ended without a checkpoint at step "
                                f"{steps} in {logdir}")
         return latest
+
+    @staticmethod
+    def _count_killed_invocations(timing, log_path):
+        """Counts each train.py invocation still marked running (killed with its
+        runner: the caller holds the run's lock, so none is at work) in the run's
+        train time, from its start to the last write to the run's train log."""
+        for invocation in timing.get("train_invocations", []):
+            if not invocation.pop("running", False):
+                continue
+            started = datetime.datetime.fromisoformat(invocation["started"]).timestamp()
+            last_write = os.path.getmtime(log_path) if os.path.exists(log_path) else started
+            seconds = max(0.0, last_write - started)
+            invocation.update(seconds=round(seconds, 1), failed=True, killed=True,
+                              ended=local_time(last_write))
+            timing["train"] = timing.get("train", 0.0) + seconds
 
     def train_command(self, run):
         return train_command(run, self.work_dir, self.records_dir, self.extra_train_flags,
@@ -584,7 +605,7 @@ class Runner:
         result = dict(source, run=alias.name, arm=alias.arm.id, seed=alias.seed,
                       draw=alias.draw, title=alias.arm.title, partition=alias.arm.partition,
                       eval=evals, alias_of=canonical.name,
-                      date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
+                      date=local_time())
         write_atomically(os.path.join(self.results_dir, f"{alias.name}.json"),
                          json.dumps(result, indent=1))
         miou = ", ".join(f"{split} {100 * e['miou']:.2f}" for split, e in evals.items())

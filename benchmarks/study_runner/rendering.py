@@ -6,11 +6,10 @@ next to each other in the work dir."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 
-from benchmarks.study_runner.common import read_json, write_atomically
+from benchmarks.study_runner.common import local_time, read_json, write_atomically
 from benchmarks.study_runner.summarizing import load_results, summarize
 
 INVOCATIONS = "invocations.json"  # wall time of every invocation that trained or evaluated
@@ -177,7 +176,7 @@ def write_summary(spec, work_dir):
     results_dir = os.path.join(work_dir, "results")
     summary = summarize(spec, load_results(results_dir), results_dir)
     summary["invocations"] = read_json(os.path.join(work_dir, INVOCATIONS)) or []
-    summary["date"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    summary["date"] = local_time()
     summary["work_dir"] = work_dir
     if learning_curves_figure(summary, os.path.join(work_dir, CURVES_FIGURE)):
         summary["learning_curves_figure"] = CURVES_FIGURE
