@@ -27,7 +27,6 @@ Prints one line per run and writes the figures as JSON.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -109,11 +108,9 @@ def main(argv):
               f"{row['recalibrated']:.2f} ({row['recalibrated'] - row['as_trained']:+.2f}); "
               f"{layers} layers, {row['seconds']} s", flush=True)
     if FLAGS.output_json:
-        tmp = FLAGS.output_json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(dict(batches=FLAGS.batches, batch_size=FLAGS.batch_size, seed=FLAGS.seed,
-                           eval_split=FLAGS.eval_split, runs=results), f, indent=1)
-        os.replace(tmp, FLAGS.output_json)
+        evaluation.write_result(dict(batches=FLAGS.batches, batch_size=FLAGS.batch_size,
+                                     seed=FLAGS.seed, eval_split=FLAGS.eval_split,
+                                     runs=results), FLAGS.output_json)
 
 
 if __name__ == "__main__":
